@@ -1,0 +1,166 @@
+"""``config.yaml``: the daemon's settings, validated with located errors.
+
+Every section has working defaults, so an empty file is a valid config for
+replay and the demo. Secrets are never values in this file: settings ending
+in ``_file`` name a file to read them from (systemd credentials), and the
+documented environment variables override them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+
+from daemon import yamlfile
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_UNIT = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_SIZE = re.compile(r"(\d+)\s*(B|KiB|MiB|KB|MB)?")
+_SIZE_UNIT = {None: 1, "B": 1, "KiB": 1024, "MiB": 1024**2, "KB": 1000, "MB": 1000**2}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from ``90s``, ``15m``, ``2h``, ``1d``, ``1h30m`` or a plain number.
+
+    People write durations in YAML; ``15 minutes`` or ``15`` (which unit?) are
+    the usual mistakes, so the error shows the accepted forms.
+    """
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 90s, 15m, 2h or 1d")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip()
+        parts = _DURATION.findall(text)
+        if parts and "".join(n + u for n, u in parts) == text.replace(" ", ""):
+            return sum(float(n) * _UNIT[u] for n, u in parts)
+    raise ValueError(f"expected a duration such as 90s, 15m, 2h or 1d, got {value!r}")
+
+
+def parse_size(value: Any) -> int:
+    """Bytes from ``262144``, ``256KiB`` or ``1MiB``."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    if isinstance(value, str):
+        match = _SIZE.fullmatch(value.strip())
+        if match:
+            return int(match.group(1)) * _SIZE_UNIT[match.group(2)]
+    raise ValueError(f"expected a size such as 262144, 256KiB or 1MiB, got {value!r}")
+
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    WithJsonSchema({"type": "string", "pattern": r"^(\d+(\.\d+)?(ms|s|m|h|d|w))+$"}),
+]
+Size = Annotated[
+    int,
+    BeforeValidator(parse_size),
+    WithJsonSchema({"type": ["integer", "string"], "pattern": r"^\d+\s*(B|KiB|MiB|KB|MB)?$"}),
+]
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors (typos get caught)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MqttConfig(Section):
+    """The broker crisisd subscribes to (the MQTT contract is in README.md)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    prefix: str = "crisisd"
+    client_id: str = "crisisd"
+    qos: Literal[0, 1] = 1
+    keepalive: int = Field(30, ge=5)
+    username: str | None = None
+    password_file: Path | None = Field(
+        None, description="file holding the password; env CRISISD_MQTT_PASSWORD wins"
+    )
+    tls: bool = False
+    max_payload: Size = 256 * 1024
+    deadletter: bool = False
+    reconnect_min: Duration = 1.0
+    reconnect_max: Duration = 60.0
+    idle_tick: Duration = Field(5.0, description="advance the watermark this often in silence")
+
+    def password(self) -> str | None:
+        """The broker password from the environment or ``password_file``."""
+        env = os.environ.get("CRISISD_MQTT_PASSWORD")
+        if env:
+            return env
+        if self.password_file is not None:
+            return self.password_file.read_text(encoding="utf-8").strip()
+        return None
+
+
+class WindowConfig(Section):
+    """Event-time bucketing of each series (brand × channel)."""
+
+    bucket: Duration = 60.0
+    lateness: Duration = 120.0
+    samples: int = Field(3, ge=0, le=20, description="highest-reach mentions kept per bucket")
+    top_terms: int = Field(20, ge=0, description="terms kept per bucket")
+
+
+class DetectionConfig(Section):
+    """Which signals are watched and how sensitive the alert threshold is."""
+
+    sensitivity: Literal["fewer", "balanced", "more"] = "balanced"
+    threshold: float | None = Field(
+        None, gt=0.5, lt=1.0, description="explicit score threshold; overrides sensitivity"
+    )
+    warmup: Duration = 86400.0
+    signals: list[
+        Literal["volume", "negative_share", "negative_volume", "sentiment", "terms", "reach"]
+    ] = ["volume", "negative_share", "negative_volume", "sentiment", "terms", "reach"]
+    min_volume: int = Field(
+        20, ge=0, description="buckets below this volume never alert on negative share/sentiment"
+    )
+    lexicon: Path | None = Field(None, description="crisis lexicon YAML; default: the bundled one")
+
+
+class IncidentConfig(Section):
+    """How anomalies become incidents when no playbook says otherwise."""
+
+    quiet: Duration = Field(7200.0, description="auto-resolve after this long without anomalies")
+    cooldown: Duration = Field(1800.0, description="a resolved key re-opens only after this")
+
+
+class LogConfig(Section):
+    """Structured logging; ``auto`` is JSON under ``run``, console elsewhere."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class Config(Section):
+    """The whole of ``config.yaml``."""
+
+    mqtt: MqttConfig = MqttConfig()
+    windows: WindowConfig = WindowConfig()
+    detection: DetectionConfig = DetectionConfig()
+    incidents: IncidentConfig = IncidentConfig()
+    log: LogConfig = LogConfig()
+    state_dir: Path = Path("state")
+
+
+def load(path: str | Path | None) -> Config:
+    """Read and validate ``config.yaml``; ``None`` gives the defaults.
+
+    Raises ``yamlfile.FileProblems`` listing every error with its position.
+    """
+    if path is None:
+        return Config()
+    located = yamlfile.load(path)
+    if not isinstance(located.data, dict):
+        raise yamlfile.FileProblems([located.problem((), "expected a mapping of settings")])
+    return yamlfile.validate(located, Config)
