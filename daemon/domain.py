@@ -211,9 +211,10 @@ class IncidentChange(enum.StrEnum):
 
     OPENED = "opened"
     UPDATED = "updated"
-    ESCALATED_SEVERITY = "severity_raised"
+    SEVERITY_RAISED = "severity_raised"
+    PLAYBOOK_SWITCHED = "playbook_switched"
+    ACKNOWLEDGED = "acknowledged"
     RESOLVED = "resolved"
-    SUPPRESSED = "suppressed"
 
 
 @dataclass(slots=True)
