@@ -62,7 +62,12 @@ class SeriesKey:
     channel: str
 
     def __str__(self) -> str:
-        return f"{self.brand}/{self.channel}"
+        return f"{self.brand}/{self.channel}" if self.channel else self.brand
+
+    @property
+    def slug(self) -> str:
+        """A file-name-safe name: the brand alone for single-series files (CSV)."""
+        return f"{self.brand}@{self.channel}" if self.channel else self.brand
 
 
 @dataclass(slots=True)
@@ -83,6 +88,9 @@ class Bucket:
     """One closed event-time window of one series.
 
     Silence is data: a window without mentions is emitted with volume 0.
+    ``aggregated`` marks a series fed by upstream metrics rather than
+    mentions (no terms, reach or samples); ``negative_known`` is false when
+    such metrics carry no negative count.
     ``sentiment_n`` counts the mentions that carry a sentiment, so the mean is
     defined even when upstream metrics give volume without sentiment.
     """
@@ -99,6 +107,8 @@ class Bucket:
     max_negative_followers: int = 0
     terms: dict[str, int] = field(default_factory=dict)
     samples: list[Sample] = field(default_factory=list)
+    aggregated: bool = False
+    negative_known: bool = True
 
     @property
     def negative_share(self) -> float:
@@ -136,7 +146,9 @@ class Anomaly:
     series. ``low``/``high`` bound the normal band at the alert threshold.
     ``direction`` is ``+1`` above the baseline, ``−1`` below; ``tone`` says
     whether the bucket reads ``negative``, ``positive`` or ``neutral`` so a
-    launch spike can be told from a crisis.
+    launch spike can be told from a crisis. ``share`` is this signal's part
+    of the bucket's total surprise (−log p summed over the signals that
+    fired); ``category`` is the crisis-lexicon category of a term signal.
     """
 
     series: SeriesKey
@@ -151,6 +163,8 @@ class Anomaly:
     severity: Severity
     direction: int
     tone: str
+    share: float = 1.0
+    category: str | None = None
     top_terms: list[tuple[str, int]] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
     volume: int = 0

@@ -1,0 +1,189 @@
+"""Event-time windows: mentions and metric points into closed per-series buckets.
+
+A bucket closes when the watermark — the latest event time seen minus the
+allowed lateness — passes its end; never on the wall clock, so replay and
+live produce the same buckets. An event whose bucket has already closed is
+late: counted and dropped. Silence is data: every bucket between a series'
+first event and the watermark is emitted, with volume 0 when nothing came.
+
+Buckets are aligned to the epoch for mention series. A metric series that
+states its own spacing (a CSV file) is aligned to its first timestamp instead,
+so each upstream point is exactly one bucket and keeps its timestamp.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from daemon.domain import Bucket, Mention, MetricPoint, Sample, SeriesKey
+
+NEGATIVE = -0.05
+POSITIVE = 0.05
+"""VADER's convention: compound ≤ −0.05 is negative, ≥ 0.05 positive."""
+
+
+@dataclass(slots=True)
+class _Series:
+    key: SeriesKey
+    length: float
+    offset: float
+    next_start: float
+    open: dict[float, Bucket] = field(default_factory=dict)
+    aggregated: bool = False
+    negative_known: bool = True
+
+
+@dataclass(slots=True)
+class WindowStats:
+    """Counters the metrics endpoint and the tests read."""
+
+    late: int = 0
+    closed: int = 0
+
+
+class Windows:
+    """Buckets events per series on event time and closes them on the watermark.
+
+    >>> w = Windows(bucket=60, lateness=0, extract_terms=str.split)
+    >>> m = Mention(id="1", ts=30.0, brand="acme", channel="x", text="recall now")
+    >>> w.add(m)
+    True
+    >>> [b.volume for b in w.advance(125.0)]
+    [1, 0]
+    """
+
+    def __init__(
+        self,
+        bucket: float,
+        lateness: float,
+        extract_terms: Callable[[str], list[str]],
+        samples: int = 3,
+    ) -> None:
+        self.bucket = bucket
+        self.lateness = lateness
+        self.samples = samples
+        self._extract = extract_terms
+        self._series: dict[SeriesKey, _Series] = {}
+        self.max_event_time = -math.inf
+        self.watermark = -math.inf
+        self.stats = WindowStats()
+
+    @property
+    def series_count(self) -> int:
+        """Number of series seen so far."""
+        return len(self._series)
+
+    def _state(self, key: SeriesKey, ts: float, interval: float | None) -> _Series:
+        state = self._series.get(key)
+        if state is None:
+            length = interval or self.bucket
+            offset = ts % length if interval else 0.0
+            start = offset + math.floor((ts - offset) / length) * length
+            state = _Series(key, length, offset, start, aggregated=interval is not None)
+            self._series[key] = state
+        return state
+
+    def _bucket(self, state: _Series, ts: float) -> Bucket | None:
+        start = state.offset + math.floor((ts - state.offset) / state.length) * state.length
+        if start < state.next_start:
+            self.stats.late += 1
+            return None
+        bucket = state.open.get(start)
+        if bucket is None:
+            bucket = Bucket(state.key, start, start + state.length)
+            state.open[start] = bucket
+        if ts > self.max_event_time:
+            self.max_event_time = ts
+        return bucket
+
+    def add(self, event: Mention | MetricPoint) -> bool:
+        """Put one event in its bucket; ``False`` when it is late and dropped."""
+        if isinstance(event, Mention):
+            return self.add_mention(event)
+        return self.add_metric(event)
+
+    def add_mention(self, m: Mention) -> bool:
+        """Count a mention: volume, tone, reach, terms and evidence samples."""
+        key = SeriesKey(m.brand, m.channel)
+        bucket = self._bucket(self._state(key, m.ts, None), m.ts)
+        if bucket is None:
+            return False
+        bucket.volume += 1
+        s = m.sentiment
+        if s is not None:
+            bucket.sentiment_sum += s
+            bucket.sentiment_n += 1
+            if s <= NEGATIVE:
+                bucket.negative += 1
+                if m.followers > bucket.max_negative_followers:
+                    bucket.max_negative_followers = m.followers
+            elif s >= POSITIVE:
+                bucket.positive += 1
+        bucket.reach += m.followers
+        terms = bucket.terms
+        for term in self._extract(m.text):
+            terms[term] = terms.get(term, 0) + 1
+        if self.samples:
+            samples = bucket.samples
+            if len(samples) < self.samples or m.followers > samples[-1].followers:
+                sample = Sample(
+                    m.id, m.ts, m.author, m.followers, m.text, s or 0.0, m.url
+                )
+                samples.append(sample)
+                samples.sort(key=lambda x: -x.followers)
+                del samples[self.samples :]
+        return True
+
+    def add_metric(self, p: MetricPoint) -> bool:
+        """Merge an upstream aggregate into its bucket."""
+        key = SeriesKey(p.brand, p.channel)
+        state = self._state(key, p.ts, p.interval)
+        bucket = self._bucket(state, p.ts)
+        if bucket is None:
+            return False
+        bucket.volume += p.volume
+        if p.negative is None:
+            state.negative_known = False
+        else:
+            bucket.negative += p.negative
+        if p.sentiment is not None:
+            bucket.sentiment_sum += p.sentiment * p.volume
+            bucket.sentiment_n += p.volume
+        return True
+
+    def advance(self, watermark: float | None = None) -> list[Bucket]:
+        """Close every bucket whose end the watermark has passed, in time order.
+
+        ``watermark`` defaults to the latest event time minus the lateness;
+        a live source passes the wall clock minus the lateness when idle.
+        """
+        if watermark is None:
+            watermark = self.max_event_time - self.lateness
+        if watermark <= self.watermark:
+            return []
+        self.watermark = watermark
+        closed: list[Bucket] = []
+        for state in self._series.values():
+            while state.next_start + state.length <= watermark:
+                start = state.next_start
+                bucket = state.open.pop(start, None)
+                if bucket is None:
+                    bucket = Bucket(state.key, start, start + state.length)
+                bucket.aggregated = state.aggregated
+                bucket.negative_known = state.negative_known
+                closed.append(bucket)
+                state.next_start = start + state.length
+        self.stats.closed += len(closed)
+        if len(self._series) > 1:
+            closed.sort(key=lambda b: b.end)
+        return closed
+
+    def flush(self) -> list[Bucket]:
+        """Close everything up to the latest event (end of a replay or drain)."""
+        last = max(
+            (start + s.length for s in self._series.values() for start in s.open),
+            default=self.watermark,
+        )
+        return self.advance(last)
