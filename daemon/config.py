@@ -142,6 +142,74 @@ class LogConfig(Section):
     format: Literal["auto", "json", "console"] = "auto"
 
 
+class PersonConfig(Section):
+    """Someone crisisd can assign a role to and notify (addresses, not secrets)."""
+
+    name: str = Field(description="display name used in messages")
+    email: str | None = None
+    pager: str | None = Field(None, description="pager target, e.g. a PagerDuty routing key")
+    chat: str | None = Field(None, description="chat handle, e.g. a Slack member id")
+    timezone: str = "UTC"
+
+
+class TeamConfig(Section):
+    """A group notified together (``team:legal`` in a playbook)."""
+
+    members: list[str] = Field(default_factory=list, description="person ids")
+    email: str | None = Field(None, description="a distribution list, used instead of members")
+    chat: str | None = Field(None, description="a chat channel for the team")
+
+
+Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+
+
+class RotationConfig(Section):
+    """An on-call rotation: members take turns, handing off at a local time.
+
+    ``start`` is the date of the first hand-off to ``members[0]``; each turn
+    lasts ``period`` (``daily`` or ``weekly``, hand-off on ``handoff_day``)
+    and changes at ``handoff_time`` in ``timezone`` (wall-clock, so a 09:00
+    hand-off stays 09:00 across daylight-saving changes).
+    """
+
+    members: list[str] = Field(min_length=1, description="person ids, in turn order")
+    period: Literal["daily", "weekly"] = "weekly"
+    handoff_day: Weekday = "monday"
+    handoff_time: str = Field("09:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    timezone: str = "UTC"
+    start: str = Field(
+        "2024-01-01", pattern=r"^\d{4}-\d{2}-\d{2}$", description="date of the first hand-off"
+    )
+
+
+class OverrideConfig(Section):
+    """Someone covers a rotation for a span (holiday swap, sick day)."""
+
+    rotation: str
+    person: str
+    start: str = Field(description="ISO date-time with offset, e.g. 2026-11-23T09:00:00+01:00")
+    end: str
+
+
+class TargetConfig(Section):
+    """A delivery target of the outbox; ``log`` and ``file`` ship with crisisd."""
+
+    type: Literal["log", "file"] = "log"
+    media: list[Literal["page", "email", "chat", "post", "webhook"]] = Field(
+        default_factory=lambda: ["page", "email", "chat", "post", "webhook"],
+        description="which kinds of action this target delivers",
+    )
+    path: Path | None = Field(None, description="directory of the file target")
+    test: bool = Field(False, description="drills deliver to test targets only")
+
+
+class PlaybooksConfig(Section):
+    """Where the crisis playbooks live."""
+
+    dir: Path = Path("playbooks")
+    reports: bool = True
+
+
 class Config(Section):
     """The whole of ``config.yaml``."""
 
@@ -151,6 +219,12 @@ class Config(Section):
     incidents: IncidentConfig = IncidentConfig()
     log: LogConfig = LogConfig()
     state_dir: Path = Path("state")
+    people: dict[str, PersonConfig] = Field(default_factory=dict)
+    teams: dict[str, TeamConfig] = Field(default_factory=dict)
+    rotations: dict[str, RotationConfig] = Field(default_factory=dict)
+    overrides: list[OverrideConfig] = Field(default_factory=list)
+    targets: dict[str, TargetConfig] = Field(default_factory=lambda: {"log": TargetConfig()})
+    playbooks: PlaybooksConfig = PlaybooksConfig()
 
 
 def load(path: str | Path | None) -> Config:
