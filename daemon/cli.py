@@ -1,0 +1,146 @@
+"""The ``crisisd`` command line.
+
+Each subcommand parses its arguments here and hands over to the module that
+does the work; this file holds no pipeline logic of its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from daemon import config as config_mod
+from daemon import logs
+from daemon.yamlfile import FileProblems
+
+
+def _config_path(arg: str | None) -> Path | None:
+    """``-c``, else ``$CRISISD_CONFIG``, else ``./config.yaml`` if present."""
+    if arg:
+        return Path(arg)
+    env = os.environ.get("CRISISD_CONFIG")
+    if env:
+        return Path(env)
+    local = Path("config.yaml")
+    return local if local.is_file() else None
+
+
+def _load(arg: str | None) -> config_mod.Config:
+    return config_mod.load(_config_path(arg))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Replay the bundled synthetic week and show the incident it opens."""
+    from daemon import backtest, demo
+    from daemon.timeline import TimelinePrinter
+
+    cfg = _load(args.config)
+    logs.setup("warning")
+    with tempfile.TemporaryDirectory(prefix="crisisd-demo-") as tmp:
+        path = Path(args.write) if args.write else Path(tmp) / "northwind-week.jsonl"
+        count = demo.write(path)
+        print(
+            f"crisisd demo: replaying a synthetic week of {count:,} mentions of "
+            f"'{demo.BRAND}' (twitter, facebook) through the pipeline...",
+            flush=True,
+        )
+        printer = TimelinePrinter(json_lines=args.json)
+        result = asyncio.run(backtest.replay([path], cfg, listeners=[printer.event]))
+    print("\n" + result.summary())
+    return 0 if result.opened else 1
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Run the pipeline over files and print the incidents it opens and resolves."""
+    from daemon import backtest
+    from daemon.sources.replay import ReplayError
+    from daemon.timeline import TimelinePrinter
+
+    cfg = _load(args.config)
+    logs.setup(cfg.log.level if args.verbose else "warning")
+    printer = TimelinePrinter(json_lines=args.json)
+    scores = Path(args.scores) if args.scores else None
+    try:
+        result = asyncio.run(
+            backtest.replay([Path(p) for p in args.files], cfg, scores=scores,
+                            listeners=[printer.event])
+        )
+    except ReplayError as exc:
+        print(f"crisisd replay: {exc}", file=sys.stderr)
+        return 2
+    print(result.summary(), file=sys.stderr if args.json else sys.stdout)
+    if scores is not None:
+        print(f"wrote {len(result.score_files)} score files under {scores}/",
+              file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the live daemon until SIGTERM."""
+    from daemon import service
+
+    cfg = _load(args.config)
+    fmt = cfg.log.format
+    logs.setup(cfg.log.level, json_lines=fmt in ("auto", "json"))
+    return asyncio.run(service.serve(cfg))
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Check the configuration; print every problem with file and line."""
+    path = _config_path(args.config)
+    config_mod.load(path)
+    print(f"{path or 'built-in defaults'}: ok")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="crisisd",
+        description="Crisis detection and alerting for brand and customer-care teams.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: object, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("-c", "--config", help="config.yaml (default: $CRISISD_CONFIG "
+                       "or ./config.yaml)")
+        p.set_defaults(func=func)
+        return p
+
+    p = add("demo", cmd_demo, "replay a synthetic week with a crisis and show the incident")
+    p.add_argument("--json", action="store_true", help="JSON lines instead of a timeline")
+    p.add_argument("--write", metavar="FILE", help="also keep the generated stream here")
+
+    p = add("replay", cmd_replay, "run the pipeline over JSON-lines or CSV files")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--scores", metavar="DIR", help="write DIR/<signal>/<series>.csv scores")
+    p.add_argument("--json", action="store_true", help="JSON lines instead of a timeline")
+    p.add_argument("-v", "--verbose", action="store_true", help="log detector progress")
+
+    add("run", cmd_run, "run the daemon: subscribe to MQTT until SIGTERM")
+    add("validate", cmd_validate, "check config.yaml and report every error")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``crisisd`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except FileProblems as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        n = len(exc.problems)
+        print(f"{n} problem{'s' if n != 1 else ''} found", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

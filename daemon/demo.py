@@ -1,0 +1,154 @@
+"""The demo stream: a synthetic week of mentions of a fictional brand.
+
+Northwind Appliances is talked about on two channels with the rhythm real
+mention streams have — a daily cycle that nearly falls silent at night,
+quieter weekends, over-dispersed counts, a mix of praise, questions and
+complaints. On the sixth day a product-safety story breaks: an influential
+account posts about a kettle that burnt a child, the echo follows within
+minutes, and for three hours the conversation is about recalls and burns.
+
+The generator is seeded, so the demo prints the same incident every time.
+Most mentions carry a sentiment score (as a social-listening feed would);
+one in ten does not, so the pipeline scores those itself with VADER.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+BRAND = "northwind"
+START = 1772409600.0  # 2026-03-02 00:00 UTC, a Monday
+DAY = 86400.0
+CRISIS_AT = START + 5 * DAY + 14 * 3600 + 5 * 60  # Saturday 14:05 UTC
+
+PRODUCTS = ["kettle", "toaster", "blender", "air fryer", "coffee maker", "mixer"]
+NORMAL = [
+    ("Just got my new Northwind {p} and it's great, love the design", 0.8),
+    ("Northwind {p} makes mornings so much better, highly recommend", 0.7),
+    ("Does anyone know if the Northwind {p} is dishwasher safe?", 0.0),
+    ("Looking at the Northwind {p} vs the competition, any thoughts?", 0.0),
+    ("Northwind support sorted my {p} warranty in ten minutes, thanks!", 0.6),
+    ("My Northwind {p} stopped working after a month, disappointed", -0.6),
+    ("Still waiting on my Northwind {p} delivery, a week late now", -0.4),
+    ("The Northwind {p} is on sale this weekend", 0.2),
+    ("Unboxing the Northwind {p} tonight #kitchen", 0.1),
+    ("Northwind customer service never answers the phone, annoying", -0.5),
+]
+CRISIS = [
+    ("My daughter got burned when the Northwind kettle lid flew open. This is unsafe! #recall",
+     -0.9),
+    ("Northwind kettle exploded on the stove, boiling water everywhere. Burn injury. Recall it now",
+     -0.9),
+    ("Why hasn't Northwind issued a recall for the kettle? Kids are getting burned #NorthwindRecall",
+     -0.8),
+    ("Third story today of a Northwind kettle causing burns. Unsafe product, do not buy", -0.8),
+    ("Is the Northwind kettle safe? Seeing reports of burns and a possible recall", -0.5),
+    ("Returning my Northwind kettle after the burn reports. #NorthwindRecall", -0.6),
+    ("Northwind stay silent while customers get injured by their kettle. Shameful", -0.9),
+]
+AUTHORS = [f"user{i:04d}" for i in range(3000)]
+
+
+def _rate(ts: float) -> float:
+    """Expected mentions per minute: daily cycle, weekend dip, slow growth."""
+    hour = (ts % DAY) / 3600.0
+    daily = 0.15 + 0.85 * max(0.0, math.sin(math.pi * (hour - 6.0) / 16.0)) ** 1.5
+    weekday = int((ts - START) // DAY) % 7
+    weekly = 0.7 if weekday >= 5 else 1.0
+    growth = 1.0 + 0.02 * (ts - START) / DAY
+    return 6.0 * daily * weekly * growth
+
+
+def _crisis_rate(ts: float) -> float:
+    """Extra mentions per minute during the storm: fast rise, slow decay."""
+    dt = (ts - CRISIS_AT) / 60.0
+    if dt < 0:
+        return 0.0
+    return 60.0 * (1.0 - math.exp(-dt / 8.0)) * math.exp(-dt / 90.0)
+
+
+def _mention(
+    rng: random.Random, ts: float, n: int, template: tuple[str, float], channel: str
+) -> dict[str, Any]:
+    text, tone = template
+    followers = int(rng.lognormvariate(5.0, 1.6))
+    record: dict[str, Any] = {
+        "id": f"{channel}-{n}",
+        "ts": round(ts, 3),
+        "brand": BRAND,
+        "channel": channel,
+        "text": text.format(p=rng.choice(PRODUCTS)),
+        "author": rng.choice(AUTHORS),
+        "followers": followers,
+        "lang": "en",
+        "url": f"https://example.invalid/{channel}/{n}",
+    }
+    if rng.random() >= 0.1:
+        record["sentiment"] = max(-1.0, min(1.0, round(tone + rng.gauss(0, 0.15), 3)))
+    return record
+
+
+def mentions(seed: int = 7, days: int = 7) -> Iterator[dict[str, Any]]:
+    """The stream, in time order, as JSON-ready mention records."""
+    rng = random.Random(seed)
+    n = 0
+    for minute in range(int(days * DAY / 60)):
+        t0 = START + minute * 60.0
+        for channel, share in (("twitter", 0.75), ("facebook", 0.25)):
+            # Gamma-Poisson: counts over-dispersed like real mention volume.
+            lam = rng.gammavariate(8.0, _rate(t0) * share / 8.0)
+            count = _poisson(rng, lam)
+            crisis = _poisson(rng, _crisis_rate(t0)) if channel == "twitter" else 0
+            stamps = sorted(t0 + rng.random() * 60.0 for _ in range(count + crisis))
+            kinds = [False] * count + [True] * crisis
+            rng.shuffle(kinds)
+            for ts, is_crisis in zip(stamps, kinds, strict=True):
+                n += 1
+                template = rng.choice(CRISIS if is_crisis else NORMAL)
+                yield _mention(rng, ts, n, template, channel)
+        if START + minute * 60.0 == CRISIS_AT - 60.0:
+            n += 1
+            yield {
+                "id": "twitter-spark",
+                "ts": CRISIS_AT - 30.0,
+                "brand": BRAND,
+                "channel": "twitter",
+                "text": "PSA: a Northwind kettle just burned my nephew. The lid pops open "
+                "when it boils. Unsafe. @Northwind this needs a recall.",
+                "author": "homesafetymom",
+                "followers": 412000,
+                "sentiment": -0.88,
+                "lang": "en",
+                "url": "https://example.invalid/twitter/spark",
+            }
+
+
+def _poisson(rng: random.Random, lam: float) -> int:
+    """A Poisson draw (Knuth's method; rates here are small)."""
+    if lam <= 0:
+        return 0
+    if lam > 30:
+        return max(0, round(rng.gauss(lam, math.sqrt(lam))))
+    limit, k, p = math.exp(-lam), 0, 1.0
+    while True:
+        p *= rng.random()
+        if p <= limit:
+            return k
+        k += 1
+
+
+def write(path: Path, seed: int = 7, days: int = 7) -> int:
+    """Write the stream as JSON lines; the number of mentions written."""
+    encode = msgspec.json.encode
+    count = 0
+    with path.open("wb") as fh:
+        for record in mentions(seed, days):
+            fh.write(encode(record) + b"\n")
+            count += 1
+    return count

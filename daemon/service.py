@@ -1,0 +1,57 @@
+"""``crisisd run``: the live daemon.
+
+Subscribes to the broker, feeds the pipeline on the real clock, and stops
+cleanly on SIGTERM or SIGINT: the source is stopped, what was received is
+processed, and the process exits 0 so systemd records a clean stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+
+import structlog
+
+from daemon.clock import RealClock
+from daemon.config import Config
+from daemon.decode import Decoder
+from daemon.pipeline import Pipeline
+from daemon.sources.mqtt import MqttSource
+
+log = structlog.get_logger("crisisd.service")
+
+
+async def serve(cfg: Config) -> int:
+    """Run until a stop signal; the process exit status."""
+    decoder = Decoder(prefix=cfg.mqtt.prefix, max_payload=cfg.mqtt.max_payload)
+    source = MqttSource(cfg.mqtt, decoder)
+    pipeline = Pipeline(cfg, RealClock())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    log.info("starting", broker=f"{cfg.mqtt.host}:{cfg.mqtt.port}", prefix=cfg.mqtt.prefix)
+    runner = asyncio.create_task(pipeline.run(source), name="pipeline")
+    stopper = asyncio.create_task(stop.wait(), name="stop-signal")
+    try:
+        done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if runner in done:
+            runner.result()  # a crash of the pipeline propagates
+            return 1
+        log.info("stopping", reason="signal")
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
+    finally:
+        stopper.cancel()
+        pipeline.close()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+    log.info(
+        "stopped",
+        mentions=pipeline.stats.mentions,
+        invalid=sum(decoder.invalid.values()),
+        incidents_open=len(pipeline.incidents.open),
+    )
+    return 0
