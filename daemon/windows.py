@@ -33,6 +33,7 @@ class _Series:
     open: dict[float, Bucket] = field(default_factory=dict)
     aggregated: bool = False
     negative_known: bool = True
+    emitted: bool = False
 
 
 @dataclass(slots=True)
@@ -88,8 +89,10 @@ class Windows:
     def _bucket(self, state: _Series, ts: float) -> Bucket | None:
         start = state.offset + math.floor((ts - state.offset) / state.length) * state.length
         if start < state.next_start:
-            self.stats.late += 1
-            return None
+            if state.emitted or start + state.length <= self.watermark:
+                self.stats.late += 1
+                return None
+            state.next_start = start  # an early straggler of a brand-new series
         bucket = state.open.get(start)
         if bucket is None:
             bucket = Bucket(state.key, start, start + state.length)
@@ -175,6 +178,7 @@ class Windows:
                 bucket.negative_known = state.negative_known
                 closed.append(bucket)
                 state.next_start = start + state.length
+                state.emitted = True
         self.stats.closed += len(closed)
         if len(self._series) > 1:
             closed.sort(key=lambda b: b.end)

@@ -49,33 +49,39 @@ class Located:
     file: str
     data: Any
     marks: dict[PathKey, tuple[int, int]]
+    key_marks: dict[PathKey, tuple[int, int]]
 
-    def where(self, loc: Iterable[str | int]) -> tuple[int, int]:
-        """Line and column (1-based) of the value at ``loc``, or its closest parent."""
+    def where(self, loc: Iterable[str | int], at_key: bool = False) -> tuple[int, int]:
+        """Line and column (1-based) of the value at ``loc``, or its closest parent.
+
+        ``at_key`` points at the mapping key instead (an unknown setting).
+        """
         key = tuple(loc)
+        if at_key and key in self.key_marks:
+            return self.key_marks[key]
         while key:
             if key in self.marks:
                 return self.marks[key]
             key = key[:-1]
         return self.marks.get((), (1, 1))
 
-    def problem(self, loc: Iterable[str | int], message: str) -> Problem:
-        """A ``Problem`` at the value ``loc`` points to."""
-        line, col = self.where(loc)
+    def problem(self, loc: Iterable[str | int], message: str, at_key: bool = False) -> Problem:
+        """A ``Problem`` at the value (or the key) ``loc`` points to."""
+        line, col = self.where(loc, at_key)
         return Problem(self.file, line, col, message)
 
 
-def _walk(node: yaml.Node, path: PathKey, marks: dict[PathKey, tuple[int, int]]) -> None:
-    marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+def _walk(node: yaml.Node, path: PathKey, located: Located) -> None:
+    located.marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             key = key_node.value
-            _walk(value_node, (*path, key), marks)
-            # An error about a key itself (unknown field) points at the key.
-            marks[(*path, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            mark = key_node.start_mark
+            located.key_marks[(*path, key)] = (mark.line + 1, mark.column + 1)
+            _walk(value_node, (*path, key), located)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _walk(item, (*path, index), marks)
+            _walk(item, (*path, index), located)
 
 
 def load(path: str | Path, text: str | None = None) -> Located:
@@ -95,10 +101,10 @@ def load(path: str | Path, text: str | None = None) -> Located:
         raise FileProblems([Problem(name, line, col, f"invalid YAML: {exc.problem}")]) from exc
     except yaml.YAMLError as exc:
         raise FileProblems([Problem(name, 1, 1, f"invalid YAML: {exc}")]) from exc
-    marks: dict[PathKey, tuple[int, int]] = {}
+    located = Located(name, {} if data is None else data, {}, {})
     if node is not None:
-        _walk(node, (), marks)
-    return Located(name, {} if data is None else data, marks)
+        _walk(node, (), located)
+    return located
 
 
 def _describe(error: dict[str, Any]) -> str:
@@ -118,7 +124,7 @@ def problems_of(located: Located, error: ValidationError) -> list[Problem]:
     out = []
     for item in error.errors():
         loc = [part for part in item["loc"] if not str(part).startswith("function-")]
-        out.append(located.problem(loc, _describe(item)))
+        out.append(located.problem(loc, _describe(item), item["type"] == "extra_forbidden"))
     return out
 
 

@@ -1,0 +1,49 @@
+"""config.yaml validation: every error located by file, line and column."""
+
+from __future__ import annotations
+
+import pytest
+
+from daemon import cli, config
+from daemon.yamlfile import FileProblems
+
+
+def problems(tmp_path, text: str) -> list[str]:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    with pytest.raises(FileProblems) as info:
+        config.load(path)
+    return [str(p) for p in info.value.problems]
+
+
+def test_defaults_and_durations(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("windows:\n  bucket: 5m\n  lateness: 1h30m\nmqtt:\n  max_payload: 64KiB\n")
+    cfg = config.load(path)
+    assert cfg.windows.bucket == 300 and cfg.windows.lateness == 5400
+    assert cfg.mqtt.max_payload == 65536
+    assert config.load(None).mqtt.prefix == "crisisd"
+
+
+def test_bad_duration_unknown_key_and_bad_value_are_all_reported(tmp_path):
+    found = problems(tmp_path, "windows:\n  bucket: 15 minutes\nmqtt:\n  prot: 1883\n"
+                               "detection:\n  sensitivity: loud\n")
+    assert any(":2:11: windows.bucket: expected a duration" in p for p in found)
+    assert any(":4:3: mqtt.prot: unknown setting" in p for p in found)
+    assert any(":6:16: detection.sensitivity" in p for p in found)
+    assert len(found) == 3
+
+
+def test_yaml_syntax_error_is_located(tmp_path):
+    [found] = problems(tmp_path, "windows:\n  bucket: [1m\n")
+    assert "config.yaml:3:" in found and "invalid YAML" in found
+
+
+def test_validate_command_exits_1_and_prints_locations(tmp_path, capsys):
+    path = tmp_path / "config.yaml"
+    path.write_text("incidents:\n  quiet: soon\n")
+    assert cli.main(["validate", "-c", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}:2:10: incidents.quiet: expected a duration" in err
+    path.write_text("incidents:\n  quiet: 2h\n")
+    assert cli.main(["validate", "-c", str(path)]) == 0

@@ -1,0 +1,82 @@
+"""Event-time windows: closing on the watermark, lateness, silence, alignment."""
+
+from __future__ import annotations
+
+from daemon.domain import Mention, MetricPoint, SeriesKey
+from daemon.windows import Windows
+
+
+def mention(ts: float, text: str = "hello", *, channel: str = "x", followers: int = 0,
+            sentiment: float | None = 0.0, id_: str | None = None) -> Mention:
+    return Mention(id=id_ or f"m{ts}", ts=ts, brand="acme", channel=channel, text=text,
+                   followers=followers, sentiment=sentiment)
+
+
+def windows(lateness: float = 120.0, samples: int = 3) -> Windows:
+    return Windows(bucket=60, lateness=lateness, extract_terms=str.split, samples=samples)
+
+
+def test_bucket_closes_only_when_watermark_passes_its_end():
+    w = windows(lateness=120)
+    w.add(mention(10))
+    w.add(mention(59))
+    assert w.advance() == []                 # watermark 59 - 120
+    w.add(mention(179))                      # watermark 59: bucket [0,60) still open
+    assert w.advance() == []
+    w.add(mention(181))                      # watermark 61 > 60
+    closed = w.advance()
+    assert [(b.start, b.volume) for b in closed] == [(0, 2)]
+
+
+def test_out_of_order_within_lateness_is_counted_late_after_close():
+    w = windows(lateness=120)
+    for ts in (100, 50, 70, 30):             # out of order, all within lateness
+        assert w.add(mention(ts))
+    w.add(mention(300))
+    closed = w.advance()                     # watermark 180: three buckets close
+    assert [b.volume for b in closed] == [2, 2, 0]
+    assert not w.add(mention(20))            # its bucket has closed: late
+    assert w.stats.late == 1
+
+
+def test_silence_is_emitted_as_zero_volume_buckets():
+    w = windows(lateness=0)
+    w.add(mention(5))
+    w.add(mention(305))
+    closed = w.advance()
+    assert [b.volume for b in closed] == [1, 0, 0, 0, 0]
+    assert [b.start for b in closed] == [0, 60, 120, 180, 240]
+
+
+def test_tone_reach_terms_and_highest_reach_samples():
+    w = windows(lateness=0, samples=2)
+    w.add(mention(1, "recall now", followers=10, sentiment=-0.6, id_="a"))
+    w.add(mention(2, "recall soon", followers=500, sentiment=-0.2, id_="b"))
+    w.add(mention(3, "love it", followers=50, sentiment=0.7, id_="c"))
+    w.add(mention(4, "meh", followers=1, sentiment=None, id_="d"))
+    [b] = w.advance(60)
+    assert (b.volume, b.negative, b.positive, b.sentiment_n) == (4, 2, 1, 3)
+    assert b.reach == 561 and b.max_negative_followers == 500
+    assert b.terms["recall"] == 2
+    assert [s.id for s in b.samples] == ["b", "c"]
+    assert abs(b.mean_sentiment - (-0.1 / 3)) < 1e-9
+
+
+def test_series_are_separate_and_closed_in_time_order():
+    w = windows(lateness=0)
+    w.add(mention(5, channel="x"))
+    w.add(mention(65, channel="y"))
+    closed = w.advance(120)
+    assert [(str(b.series), b.start) for b in closed] == [
+        ("acme/x", 0), ("acme/x", 60), ("acme/y", 60)]
+
+
+def test_metric_series_with_own_spacing_keep_their_timestamps():
+    w = windows(lateness=0)
+    for i in range(3):
+        w.add(MetricPoint(ts=1000 + 300 * i + 13, brand="T", channel="", volume=i,
+                          interval=300))
+    closed = w.advance() + w.flush()
+    assert [b.start for b in closed] == [1013, 1313, 1613]
+    assert all(b.aggregated and not b.negative_known for b in closed)
+    assert closed[0].series == SeriesKey("T", "")
