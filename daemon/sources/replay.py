@@ -20,8 +20,6 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import msgspec
-
 from daemon.decode import Decoder
 from daemon.domain import Event, MetricPoint
 from daemon.sources import SourceItem
@@ -59,19 +57,12 @@ def read_csv(path: Path) -> Iterator[MetricPoint]:
 
 def read_jsonl(path: Path, decoder: Decoder) -> Iterator[Event]:
     """Valid events of a JSON-lines file; invalid lines are counted by the decoder."""
-    json_decode = msgspec.json.Decoder().decode
     with path.open("rb") as fh:
         for line in fh:
-            if not line.strip():
-                continue
-            try:
-                obj = json_decode(line)
-            except msgspec.DecodeError:
-                decoder.count_invalid("bad_json", line)
-                continue
-            event = decoder.decode_record(obj)
-            if event is not None:
-                yield event
+            if line.strip():
+                event = decoder.decode_line(line)
+                if event is not None:
+                    yield event
 
 
 class ReplaySource:
