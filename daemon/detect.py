@@ -15,14 +15,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
+from detectors.terms import TermDetector
 
 from daemon.config import DetectionConfig
 from daemon.domain import Anomaly, Bucket, SeriesKey, Severity
 from detectors import registry
 from detectors.base import Detector
-from detectors.terms import TermDetector
 
 log = structlog.get_logger("crisisd.detect")
+
+ELEVATED = 0.9999
+"""Score above which a signal is not yet back to normal (p < 1e-4).
+
+Incidents resolve after a quiet period "back to normal": a storm that goes
+on at scores under the alert threshold keeps its incident open."""
 
 ScoreSink = Callable[[SeriesKey, str, Bucket, float, float, bool], None]
 """Receives (series, signal, bucket, value, score, alert) for every scored bucket."""
@@ -120,10 +126,12 @@ class DetectStage:
             )
         return state
 
-    def process(self, bucket: Bucket) -> list[Anomaly]:
-        """Score then learn one bucket; the anomalies it raised."""
+    def process(self, bucket: Bucket) -> tuple[list[Anomaly], bool]:
+        """Score then learn one bucket: the anomalies it raised, and whether any
+        signal is still elevated (not back to normal)."""
         state = self._detectors(bucket)
         t = bucket.start
+        elevated = False
         fired: list[tuple[str, float, float, Detector | None, str | None, float]] = []
         for signal, detector in state.signals.items():
             x, n, shown = _value(signal, bucket)
@@ -131,6 +139,7 @@ class DetectStage:
             detector.learn_one(t, x, n)
             warm = detector.warm
             alert = warm and score >= self.threshold
+            elevated = elevated or (warm and score >= ELEVATED)
             if self.on_score is not None:
                 self.on_score(bucket.series, signal, bucket, shown, score, alert)
             if warm and signal not in state.warm_logged:
@@ -146,8 +155,8 @@ class DetectStage:
                     )
             state.terms.learn_terms(t, bucket.terms, bucket.volume)
         if not fired:
-            return []
-        return self._explain(bucket, fired)
+            return [], elevated
+        return self._explain(bucket, fired), True
 
     def _explain(
         self,

@@ -2,8 +2,8 @@
 
 While an incident is open, further anomalies of its brand enrich it (new
 signals, a higher severity — never a lower one) instead of opening another.
-It resolves by itself after its quiet period without anomalies, measured on
-event time, and its key re-opens as a new incident only after a cooldown.
+It resolves by itself once its brand's signals have been back to normal for
+its quiet period, measured on event time, and its key re-opens as a new incident only after a cooldown.
 
 Which anomalies open which incident is the router's decision (the playbooks
 provide one); without playbooks, ``BrandRouter`` groups by brand and ignores
@@ -178,6 +178,12 @@ class IncidentManager:
             events.append(IncidentEvent(IncidentChange.UPDATED, at, incident, anomaly))
         self.counts["merged"] += 1
         return events
+
+    def keep_alive(self, brand: str, at: float) -> None:
+        """A signal of the brand is still abnormal: its incidents are not quiet."""
+        for incident in self.open.values():
+            if incident.brand == brand and at > incident.last_anomaly_at:
+                incident.last_anomaly_at = at
 
     def tick(self, now: float) -> list[IncidentEvent]:
         """Resolve incidents whose quiet period has passed by event time ``now``."""

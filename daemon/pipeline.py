@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from itertools import groupby
 
 import structlog
+from detectors.terms import extract_terms
 
 from daemon.clock import Clock, SimClock
 from daemon.config import Config
@@ -28,7 +29,6 @@ from daemon.sentiment import SentimentScorer
 from daemon.sources import Source, Tick
 from daemon.timeline import anomaly_dict
 from daemon.windows import Windows
-from detectors.terms import extract_terms
 
 log = structlog.get_logger("crisisd.pipeline")
 
@@ -114,7 +114,10 @@ class Pipeline:
         started = time.perf_counter()
         anomalies: list[Anomaly] = []
         for bucket in buckets:
-            anomalies.extend(self.detect.process(bucket))
+            found, elevated = self.detect.process(bucket)
+            anomalies.extend(found)
+            if elevated:
+                self.incidents.keep_alive(bucket.series.brand, end)
         self.stats.detect_seconds += time.perf_counter() - started
         self.stats.buckets += len(buckets)
         events: list[IncidentEvent] = []

@@ -1,0 +1,77 @@
+"""Replay through the whole pipeline: the demo week, bad lines, CSV scores."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+
+import pytest
+
+from daemon import backtest, cli, config, demo
+from daemon.domain import IncidentChange
+
+
+@pytest.fixture(scope="module")
+def demo_week(tmp_path_factory):
+    path = tmp_path_factory.mktemp("demo") / "week.jsonl"
+    demo.write(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def demo_result(demo_week):
+    return asyncio.run(backtest.replay([demo_week], config.Config()))
+
+
+def test_demo_week_opens_one_incident_at_the_crisis(demo_result):
+    [opened] = demo_result.opened
+    incident = opened.incident
+    assert incident.brand == demo.BRAND
+    assert str(incident.origin) == "northwind/twitter"
+    assert demo.CRISIS_AT <= opened.at <= demo.CRISIS_AT + 15 * 60
+    terms = {t for t, _ in opened.anomaly.top_terms}
+    assert {"kettle", "recall"} <= terms
+    assert opened.anomaly.samples and opened.anomaly.tone == "negative"
+
+
+def test_demo_incident_lasts_the_storm_then_resolves(demo_result):
+    [resolved] = [e for e in demo_result.events if e.change == IncidentChange.RESOLVED]
+    assert resolved.at >= demo.CRISIS_AT + 3 * 3600
+    assert demo_result.invalid.total() == 0 and demo_result.stats.late == 0
+
+
+def test_bad_lines_are_counted_and_good_ones_kept(tmp_path):
+    path = tmp_path / "mixed.jsonl"
+    good = {"id": "1", "ts": "2026-01-01T00:00:00Z", "text": "hi", "brand": "b", "channel": "c"}
+    lines = [
+        json.dumps(good),
+        "{not json",
+        json.dumps({**good, "id": "2", "sentiment": 3}),
+        json.dumps({**good, "id": "3", "ts": "yesterday"}),
+        json.dumps({k: v for k, v in good.items() if k != "text"}),
+        json.dumps({**good, "id": "4", "ts": 1767225650}),
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    result = asyncio.run(backtest.replay([path], config.Config()))
+    assert result.stats.mentions == 2
+    assert result.invalid == {"bad_json": 1, "out_of_range": 1, "bad_timestamp": 1,
+                              "missing_field": 1}
+
+
+def test_csv_replay_writes_nab_layout_scores(tmp_path):
+    data = tmp_path / "Series_A.csv"
+    rows = [("2015-02-26 21:42:53", 10 + (i % 7)) for i in range(0)]
+    start = 1424986973  # 2015-02-26 21:42:53 UTC
+    import time
+    rows = [(time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(start + 300 * i)), 10 + i % 7)
+            for i in range(600)]
+    data.write_text("timestamp,value\n" + "".join(f"{t},{v}\n" for t, v in rows))
+    out = tmp_path / "out"
+    assert cli.main(["replay", str(data), "--scores", str(out)]) == 0
+    with (out / "volume" / "Series_A.csv").open() as fh:
+        got = list(csv.reader(fh))
+    assert got[0] == ["timestamp", "value", "anomaly_score", "alert"]
+    assert [r[0] for r in got[1:]] == [t for t, _ in rows]
+    assert all(0.0 <= float(r[2]) <= 1.0 and r[3] in ("0", "1") for r in got[1:])
+    assert sorted(p.name for p in out.iterdir()) == ["volume"]
