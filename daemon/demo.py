@@ -45,8 +45,8 @@ CRISIS = [
      -0.9),
     ("Northwind kettle exploded on the stove, boiling water everywhere. Burn injury. Recall it now",
      -0.9),
-    ("Why hasn't Northwind issued a recall for the kettle? Kids are getting burned #NorthwindRecall",
-     -0.8),
+    ("Why hasn't Northwind issued a recall for the kettle? Kids are getting burned "
+     "#NorthwindRecall", -0.8),
     ("Third story today of a Northwind kettle causing burns. Unsafe product, do not buy", -0.8),
     ("Is the Northwind kettle safe? Seeing reports of burns and a possible recall", -0.5),
     ("Returning my Northwind kettle after the burn reports. #NorthwindRecall", -0.6),

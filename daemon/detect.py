@@ -57,9 +57,9 @@ def signals_for(bucket: Bucket, enabled: list[str]) -> list[str]:
             continue
         if bucket.aggregated and signal == "reach":
             continue
-        if bucket.aggregated and signal in ("negative_share", "negative_volume"):
-            if not bucket.negative_known:
-                continue
+        negative = signal in ("negative_share", "negative_volume")
+        if bucket.aggregated and negative and not bucket.negative_known:
+            continue
         if bucket.aggregated and signal == "sentiment" and not bucket.sentiment_n:
             continue
         out.append(signal)

@@ -3,7 +3,8 @@
 While an incident is open, further anomalies of its brand enrich it (new
 signals, a higher severity — never a lower one) instead of opening another.
 It resolves by itself once its brand's signals have been back to normal for
-its quiet period, measured on event time, and its key re-opens as a new incident only after a cooldown.
+its quiet period, measured on event time, and its key re-opens as a new
+incident only after a cooldown.
 
 Which anomalies open which incident is the router's decision (the playbooks
 provide one); without playbooks, ``BrandRouter`` groups by brand and ignores
