@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import time
 
 import pytest
 
@@ -61,9 +62,7 @@ def test_bad_lines_are_counted_and_good_ones_kept(tmp_path):
 
 def test_csv_replay_writes_nab_layout_scores(tmp_path):
     data = tmp_path / "Series_A.csv"
-    rows = [("2015-02-26 21:42:53", 10 + (i % 7)) for i in range(0)]
     start = 1424986973  # 2015-02-26 21:42:53 UTC
-    import time
     rows = [(time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(start + 300 * i)), 10 + i % 7)
             for i in range(600)]
     data.write_text("timestamp,value\n" + "".join(f"{t},{v}\n" for t, v in rows))
