@@ -54,6 +54,15 @@ def parse_size(value: Any) -> int:
     raise ValueError(f"expected a size such as 262144, 256KiB or 1MiB, got {value!r}")
 
 
+def read_secret(path: Path) -> str:
+    """A secret from a file; a relative path is looked up in systemd's
+    ``$CREDENTIALS_DIRECTORY`` first (``LoadCredential=``), then the cwd."""
+    creds = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not path.is_absolute() and creds and (Path(creds) / path).is_file():
+        path = Path(creds) / path
+    return path.read_text(encoding="utf-8").strip()
+
+
 Duration = Annotated[
     float,
     BeforeValidator(parse_duration),
@@ -98,7 +107,7 @@ class MqttConfig(Section):
         if env:
             return env
         if self.password_file is not None:
-            return self.password_file.read_text(encoding="utf-8").strip()
+            return read_secret(self.password_file) or None
         return None
 
 

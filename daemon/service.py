@@ -17,13 +17,22 @@ from daemon.clock import RealClock
 from daemon.config import Config
 from daemon.decode import Decoder
 from daemon.pipeline import Pipeline
+from daemon.sdnotify import Notifier
 from daemon.sources.mqtt import MqttSource
 
 log = structlog.get_logger("crisisd.service")
 
 
-async def serve(cfg: Config) -> int:
+async def _announce_ready(source: MqttSource, notifier: Notifier) -> None:
+    """Tell systemd READY=1 once the broker subscription is first live."""
+    await source.subscribed.wait()
+    notifier.ready(status="subscribed; watching mentions")
+    log.info("ready")
+
+
+async def serve(cfg: Config, notifier: Notifier | None = None) -> int:
     """Run until a stop signal; the process exit status."""
+    notifier = notifier or Notifier()
     decoder = Decoder(prefix=cfg.mqtt.prefix, max_payload=cfg.mqtt.max_payload)
     source = MqttSource(cfg.mqtt, decoder)
     pipeline = Pipeline(cfg, RealClock())
@@ -34,17 +43,25 @@ async def serve(cfg: Config) -> int:
     log.info("starting", broker=f"{cfg.mqtt.host}:{cfg.mqtt.port}", prefix=cfg.mqtt.prefix)
     runner = asyncio.create_task(pipeline.run(source), name="pipeline")
     stopper = asyncio.create_task(stop.wait(), name="stop-signal")
+    helpers = [
+        asyncio.create_task(_announce_ready(source, notifier), name="sd-ready"),
+        asyncio.create_task(notifier.watchdog(), name="sd-watchdog"),
+    ]
     try:
         done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
         if runner in done:
             runner.result()  # a crash of the pipeline propagates
             return 1
         log.info("stopping", reason="signal")
+        notifier.stopping()
+        source.stop()
         runner.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await runner
     finally:
         stopper.cancel()
+        for task in helpers:
+            task.cancel()
         pipeline.close()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
