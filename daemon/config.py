@@ -135,6 +135,9 @@ class DetectionConfig(Section):
         20, ge=0, description="buckets below this volume never alert on negative share/sentiment"
     )
     lexicon: Path | None = Field(None, description="crisis lexicon YAML; default: the bundled one")
+    snapshot_interval: Duration = Field(
+        300.0, description="save detector state this often (and at shutdown)"
+    )
 
 
 class IncidentConfig(Section):

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import pickle
 import signal
+from pathlib import Path
 
 import structlog
 
+from daemon import snapshots
 from daemon.clock import RealClock
 from daemon.config import Config
 from daemon.decode import Decoder
@@ -30,12 +33,30 @@ async def _announce_ready(source: MqttSource, notifier: Notifier) -> None:
     log.info("ready")
 
 
+async def _snapshot_every(pipeline: Pipeline, path: Path, interval: float) -> None:
+    """Save detector state periodically, so a crash loses at most ``interval``."""
+    while True:
+        await asyncio.sleep(interval)
+        _save(pipeline, path)
+
+
+def _save(pipeline: Pipeline, path: Path) -> None:
+    try:
+        size = snapshots.save(path, pipeline.detect, pipeline.windows)
+    except (OSError, pickle.PicklingError) as exc:
+        log.error("detector snapshot failed", path=str(path), error=str(exc))
+        return
+    log.info("detector snapshot saved", bytes=size, series=len(pipeline.detect.series))
+
+
 async def serve(cfg: Config, notifier: Notifier | None = None) -> int:
     """Run until a stop signal; the process exit status."""
     notifier = notifier or Notifier()
     decoder = Decoder(prefix=cfg.mqtt.prefix, max_payload=cfg.mqtt.max_payload)
     source = MqttSource(cfg.mqtt, decoder)
     pipeline = Pipeline(cfg, RealClock())
+    snapshot = snapshots.path_in(cfg.state_dir)
+    snapshots.load(snapshot, pipeline.detect, pipeline.windows)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -46,6 +67,10 @@ async def serve(cfg: Config, notifier: Notifier | None = None) -> int:
     helpers = [
         asyncio.create_task(_announce_ready(source, notifier), name="sd-ready"),
         asyncio.create_task(notifier.watchdog(), name="sd-watchdog"),
+        asyncio.create_task(
+            _snapshot_every(pipeline, snapshot, cfg.detection.snapshot_interval),
+            name="snapshots",
+        ),
     ]
     try:
         done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -63,6 +88,7 @@ async def serve(cfg: Config, notifier: Notifier | None = None) -> int:
         for task in helpers:
             task.cancel()
         pipeline.close()
+        _save(pipeline, snapshot)
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
     log.info(

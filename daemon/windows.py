@@ -191,3 +191,17 @@ class Windows:
             default=self.watermark,
         )
         return self.advance(last)
+
+    def snapshot(self) -> dict[str, object]:
+        """The open windows and watermark, picklable (for detector snapshots)."""
+        return {
+            "series": self._series,
+            "max_event_time": self.max_event_time,
+            "watermark": self.watermark,
+        }
+
+    def restore(self, state: dict[str, object]) -> None:
+        """Resume from ``snapshot()`` output."""
+        self._series = state["series"]  # type: ignore[assignment]
+        self.max_event_time = state["max_event_time"]  # type: ignore[assignment]
+        self.watermark = state["watermark"]  # type: ignore[assignment]
