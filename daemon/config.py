@@ -13,7 +13,14 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    model_validator,
+)
 
 from daemon import yamlfile
 
@@ -203,16 +210,71 @@ class OverrideConfig(Section):
     end: str
 
 
-class TargetConfig(Section):
-    """A delivery target of the outbox; ``log`` and ``file`` ship with crisisd."""
+_KIND_MEDIA = {
+    "pagerduty": ["page"],
+    "smtp": ["email"],
+    "slack": ["chat"],
+    "teams": ["chat"],
+    "webhook": ["webhook"],
+    "x": ["post"],
+    "facebook": ["post"],
+    "mastodon": ["post"],
+}
 
-    type: Literal["log", "file"] = "log"
+
+class TargetConfig(Section):
+    """A delivery target of the outbox, one file per ``type`` in ``daemon/targets/``.
+
+    Secrets (routing key, token, SMTP password, HMAC secret, the Slack or Teams
+    webhook URL, which is itself a credential) are never values here: the
+    environment variable ``secret_env`` (default ``CRISISD_TARGET_<NAME>_SECRET``)
+    wins over ``secret_file``. ``media`` defaults to what the type is for.
+    """
+
+    type: Literal[
+        "log", "file", "pagerduty", "smtp", "slack", "teams", "webhook", "x", "facebook", "mastodon"
+    ] = "log"
     media: list[Literal["page", "email", "chat", "post", "webhook"]] = Field(
         default_factory=lambda: ["page", "email", "chat", "post", "webhook"],
         description="which kinds of action this target delivers",
     )
     path: Path | None = Field(None, description="directory of the file target")
     test: bool = Field(False, description="drills deliver to test targets only")
+    url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="API base URL (default: the platform's) or the generic webhook's endpoint",
+    )
+    secret_env: str | None = Field(None, description="env var holding this target's secret")
+    secret_file: Path | None = Field(
+        None, description="file holding the secret; relative: $CREDENTIALS_DIRECTORY first"
+    )
+    timeout: Duration = Field(10.0, description="per request; a post timing out is not retried")
+    source: str | None = Field(None, description="PagerDuty payload.source; default: host name")
+    account: str | None = Field(None, description="Facebook Page id")
+    host: str = Field("localhost", description="SMTP server")
+    port: int | None = Field(None, ge=1, le=65535, description="default 587, 465 or 25")
+    tls: Literal["starttls", "implicit", "none"] = "starttls"
+    ca_file: Path | None = Field(None, description="CA bundle to verify the server (PEM)")
+    username: str | None = Field(None, description="SMTP login; the password is the secret")
+    sender: str | None = Field(None, description="From address of emails")
+    signature_header: str = Field("X-Crisisd-Signature", description="webhook HMAC header")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kind_media(cls, data: Any) -> Any:
+        """A PagerDuty target pages, an SMTP target emails: default ``media`` by ``type``."""
+        if isinstance(data, dict) and "media" not in data and data.get("type") in _KIND_MEDIA:
+            return {**data, "media": _KIND_MEDIA[data["type"]]}
+        return data
+
+    @model_validator(mode="after")
+    def _required(self) -> TargetConfig:
+        if self.type == "smtp" and not self.sender:
+            raise ValueError("an smtp target needs `sender` (the From address)")
+        if self.type == "facebook" and not self.account:
+            raise ValueError("a facebook target needs `account` (the Page id)")
+        return self
 
 
 class PlaybooksConfig(Section):
