@@ -1,0 +1,911 @@
+"""The playbook engine: runs an incident's playbook steps on the pipeline's clock.
+
+It receives every ``IncidentEvent`` from the incident stage and turns it into
+decisions (who holds which role), actions (pages, emails, chat, posts,
+webhooks, written to the durable outbox) and timers (approval deadlines,
+escalations, status updates, persisted so a restart re-arms them). Each
+event, and each timer that fires, is handled in one SQLite transaction, so a
+crash between an approval request and its deadline neither loses the
+escalation nor sends anything twice.
+
+Timers run on the ``Clock`` the pipeline gives it: simulated in replay, drill
+and tests, real when live. Every decision is appended to the incident's
+timeline and reported through ``on_entry`` so ``crisisd replay``, ``demo``
+and ``drill`` can print the response as it happens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from daemon import report as report_module
+from daemon.actions import MEDIA, Action, Medium, Target
+from daemon.clock import Clock, Timer
+from daemon.config import Config
+from daemon.domain import (
+    Bucket,
+    Incident,
+    IncidentChange,
+    IncidentEvent,
+    IncidentStatus,
+    TimelineEntry,
+)
+from daemon.outbox import Outbox
+from daemon.playbook import (
+    ChatStep,
+    EmailStep,
+    EscalateStep,
+    PageStep,
+    Playbook,
+    Playbooks,
+    PostStatementStep,
+    UpdateStep,
+    WebhookStep,
+    statement_id,
+)
+from daemon.roster import Recipient, Roster
+from daemon.store import Statement, Store, TimerRow
+from daemon.templating import Medium as TextMedium
+from daemon.templating import Templates, sha256, span, stamp
+
+log = structlog.get_logger("crisisd.engine")
+
+OnEntry = Callable[[Incident, TimelineEntry], None]
+
+_TEXT_MEDIUM: dict[str, TextMedium] = {
+    "page": "text",
+    "email": "text",
+    "chat": "mrkdwn",
+    "post": "text",
+    "webhook": "text",
+}
+
+
+class ApprovalError(Exception):
+    """An approval or edit that cannot be applied (wrong text, already posted, unknown)."""
+
+
+class Engine:
+    """Runs playbooks for incidents; one per daemon.
+
+    ``targets`` defaults to the ``targets:`` section of the config. In a
+    ``drill`` only targets marked ``test: true`` receive actions; the rest
+    are shown in the timeline as what *would* be sent.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        playbooks: Playbooks,
+        clock: Clock,
+        store: Store,
+        on_entry: OnEntry | None = None,
+        *,
+        targets: dict[str, Target] | None = None,
+        templates: Templates | None = None,
+        drill: bool = False,
+    ) -> None:
+        from daemon.targets import build
+
+        self.config = config
+        self.playbooks = playbooks
+        self.clock = clock
+        self.store = store
+        self.on_entry = on_entry
+        self.drill = drill
+        self.roster = Roster(config)
+        self.templates = templates or Templates(config.playbooks.dir / "templates")
+        self.targets = targets if targets is not None else build(config)
+        self.outbox = Outbox(store, self.targets, on_result=self._delivered)
+        self.incidents: dict[str, Incident] = {}
+        self._stored: dict[str, int] = {}
+        self._rows: dict[str, TimerRow] = {}
+        self._armed: dict[str, Timer] = {}
+        self._restored = False
+        self.restore()
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def restore(self) -> list[Incident]:
+        """Load open incidents and re-arm their pending timers (idempotent).
+
+        Returns the open incidents so the incident manager can resume them
+        (``manager.restore(engine.open_incidents(), ...)``).
+        """
+        if not self._restored:
+            self._restored = True
+            for incident in self.store.incidents(open_only=True):
+                self.incidents[incident.id] = incident
+                self._stored[incident.id] = len(incident.timeline)
+            for row in self.store.pending_timers():
+                if row.incident_id in self.incidents:
+                    self._arm_row(row)
+        return self.open_incidents()
+
+    def open_incidents(self) -> list[Incident]:
+        """The incidents not yet resolved, oldest first."""
+        return sorted(
+            (i for i in self.incidents.values() if i.status != IncidentStatus.RESOLVED),
+            key=lambda i: i.opened_at,
+        )
+
+    async def start(self) -> None:
+        """Start delivering (interrupted actions resume; interrupted posts are flagged)."""
+        await self.outbox.start()
+
+    async def stop(self, drain: float = 10.0) -> None:
+        """Drain the outbox and stop; timers stay persisted for the next start."""
+        await self.outbox.stop(drain)
+        for timer in self._armed.values():
+            timer.cancel()
+        self._armed.clear()
+
+    # ------------------------------------------------------------------- events
+
+    def handle(self, event: IncidentEvent) -> None:
+        """Act on one incident change (synchronous, from the event loop)."""
+        incident = event.incident
+        self.incidents[incident.id] = incident
+        self._stored.setdefault(incident.id, 0)
+        with self.store.transaction():
+            if event.anomaly is not None:
+                a = event.anomaly
+                self.store.add_point(incident.id, a.end, a.volume, a.negative_share)
+            if event.change is IncidentChange.OPENED:
+                self._open(incident, event.at)
+            elif event.change is IncidentChange.PLAYBOOK_SWITCHED:
+                self._switch(incident, event.at)
+            elif event.change is IncidentChange.ACKNOWLEDGED:
+                self._acknowledged(incident, event.at)
+            elif event.change is IncidentChange.RESOLVED:
+                self._resolved(incident, event.at)
+            self._save(incident)
+        self.outbox.wake()
+
+    def observe_bucket(self, bucket: Bucket) -> None:
+        """Record a closed bucket of an open incident's origin series (for the report chart)."""
+        for incident in self.open_incidents():
+            if incident.origin == bucket.series:
+                self.store.add_point(incident.id, bucket.end, bucket.volume, bucket.negative_share)
+
+    # ------------------------------------------------------------ control (API)
+
+    def acknowledge(self, incident_id: str, by: str) -> None:
+        """Someone took the incident: stops acknowledgement escalations.
+
+        With an incident manager, call ``manager.acknowledge`` and pass its
+        event to ``handle`` instead; this is the same without one.
+        """
+        incident = self._incident(incident_id)
+        at = self.clock.now()
+        incident.status = IncidentStatus.ACKNOWLEDGED
+        incident.timeline.append(TimelineEntry(at, "acknowledged", f"by {by}", {"by": by}))
+        self.handle(IncidentEvent(IncidentChange.ACKNOWLEDGED, at, incident))
+
+    def resolve(self, incident_id: str, by: str) -> None:
+        """Resolve by hand (without an incident manager; see ``acknowledge``)."""
+        incident = self._incident(incident_id)
+        at = self.clock.now()
+        incident.status = IncidentStatus.RESOLVED
+        incident.resolved_at = at
+        incident.timeline.append(TimelineEntry(at, "resolved", f"by {by}", {"by": by}))
+        self.handle(IncidentEvent(IncidentChange.RESOLVED, at, incident))
+
+    def approve(self, incident_id: str, statement_id: str, text_sha256: str, by: str) -> None:
+        """Approve the exact text whose SHA-256 is given (12+ leading hex digits suffice).
+
+        A mismatch means the text changed since the approver read it; the
+        approval is refused rather than applied to words nobody approved.
+        """
+        incident = self._incident(incident_id)
+        at = self.clock.now()
+        with self.store.transaction():
+            st = self._statement(incident_id, statement_id)
+            if st.status != "pending":
+                raise ApprovalError(f"statement {statement_id} is {st.status}, not pending")
+            if len(text_sha256) < 12 or not st.sha256.startswith(text_sha256.lower()):
+                raise ApprovalError(
+                    "the text changed since it was sent for approval; approve the current text"
+                )
+            st.status, st.approved_by, st.approved_at = "approved", by, at
+            self.store.save_statement(st)
+            self._entry(
+                incident,
+                at,
+                "approval_granted",
+                f"statement {st.sid} approved by {by}",
+                {"sid": st.sid, "sha256": st.sha256, "by": by},
+            )
+            self._post(incident, st, at)
+            self._save(incident)
+        self.outbox.wake()
+
+    def edit_statement(self, incident_id: str, statement_id: str, text: str, by: str) -> str:
+        """Replace a statement's text; any approval is void and a new one is requested.
+
+        Returns the new text's SHA-256. The deadline is not reset: the
+        public is still waiting.
+        """
+        incident = self._incident(incident_id)
+        at = self.clock.now()
+        with self.store.transaction():
+            st = self._statement(incident_id, statement_id)
+            if st.status not in ("pending", "approved"):
+                raise ApprovalError(f"statement {statement_id} is {st.status}; it cannot change")
+            voided = st.status == "approved"
+            st.text, st.sha256 = text, sha256(text)
+            st.version += 1
+            st.status, st.approved_by, st.approved_at = "pending", None, None
+            self.store.save_statement(st)
+            self._entry(
+                incident,
+                at,
+                "statement_edited",
+                f"statement {st.sid} edited by {by}"
+                + ("; its approval is void" if voided else "")
+                + f":\n{text}",
+                {"sid": st.sid, "sha256": st.sha256, "by": by, "voided": voided, "text": text},
+            )
+            self._request_approval(incident, st, at)
+            self._save(incident)
+        self.outbox.wake()
+        return st.sha256
+
+    def statements(self, incident_id: str) -> list[Statement]:
+        """The incident's statements (for the control API)."""
+        return self.store.statements(incident_id)
+
+    # ---------------------------------------------------------------- internals
+
+    def _incident(self, incident_id: str) -> Incident:
+        incident = self.incidents.get(incident_id)
+        if incident is None:
+            raise KeyError(f"no incident {incident_id!r}")
+        return incident
+
+    def _statement(self, incident_id: str, sid: str) -> Statement:
+        st = self.store.statement(incident_id, sid)
+        if st is None:
+            raise ApprovalError(f"incident {incident_id} has no statement {sid!r}")
+        return st
+
+    def _save(self, incident: Incident) -> None:
+        """Persist the incident and the timeline entries not yet stored (ours and the manager's)."""
+        self.store.save_incident(incident)
+        done = self._stored.get(incident.id, 0)
+        for entry in incident.timeline[done:]:
+            self.store.add_entry(incident.id, entry)
+        self._stored[incident.id] = len(incident.timeline)
+
+    def _entry(
+        self,
+        incident: Incident,
+        ts: float,
+        kind: str,
+        message: str,
+        data: dict[str, Any] | None = None,
+    ) -> TimelineEntry:
+        entry = TimelineEntry(ts, kind, message, dict(data or {}))
+        if self.drill:
+            entry.data["drill"] = True
+        incident.timeline.append(entry)
+        log.info(kind, incident=incident.id, ts=ts, message=message)
+        if self.on_entry is not None:
+            self.on_entry(incident, entry)
+        return entry
+
+    def _playbook(self, incident: Incident) -> Playbook | None:
+        return self.playbooks.get(incident.playbook)
+
+    # -- context
+
+    def _names(self, incident: Incident, at: float) -> dict[str, str]:
+        out = {}
+        for role, ref in incident.roles.items():
+            people = self.roster.expand(ref, incident.roles, at)
+            out[role] = ", ".join(p.name for p in people) or ref
+        return out
+
+    def _context(self, incident: Incident, at: float, **extra: Any) -> dict[str, Any]:
+        playbook = self._playbook(incident)
+        latest = incident.anomalies[-1] if incident.anomalies else None
+        volume = latest.volume if latest else 0
+        expected = latest.expected if latest and latest.signal == "volume" else None
+        share = latest.negative_share if latest else 0.0
+        summary = f"{volume} mentions per bucket"
+        if expected:
+            summary += f" (normally {expected:.0f})"
+        summary += f", {share:.0%} negative"
+        terms: list[str] = []
+        for anomaly in incident.anomalies:
+            for term, _ in anomaly.top_terms:
+                if term not in terms:
+                    terms.append(term)
+        samples = []
+        for anomaly in incident.anomalies:
+            for s in anomaly.samples:
+                samples.append(
+                    {"author": s.author, "followers": s.followers, "text": s.text, "url": s.url}
+                )
+        samples.sort(key=lambda s: -s["followers"])
+        statements = self.store.statements(incident.id)
+        context: dict[str, Any] = {
+            "brand": incident.brand,
+            "channel": incident.origin.channel,
+            "now": stamp(at),
+            "incident": {
+                "id": incident.id,
+                "title": playbook.title if playbook else "Unclassified spike",
+                "playbook": incident.playbook,
+                "severity": str(incident.severity),
+                "status": str(incident.status),
+                "opened": stamp(incident.opened_at),
+                "duration": span(at - incident.opened_at),
+                "signals": sorted(incident.signals),
+                "statements": ", ".join(f"{s.sid} {s.status}" for s in statements) or "none",
+            },
+            "figures": {
+                "volume": volume,
+                "expected": expected,
+                "ratio": (volume / expected) if expected else None,
+                "negative_share": share,
+                "negative_pct": f"{share:.0%}",
+                "score": latest.score if latest else None,
+                "summary": summary,
+            },
+            "roles": self._names(incident, at),
+            "role_holders": {
+                role: [p.as_dict() for p in self.roster.expand(ref, incident.roles, at)]
+                for role, ref in incident.roles.items()
+            },
+            "top_terms": terms[:10],
+            "samples": samples[:5],
+            "report": "",
+            "role_of_recipient": "",
+        }
+        context.update(extra)
+        return context
+
+    def _render(
+        self,
+        incident: Incident,
+        at: float,
+        medium: str,
+        text: str | None,
+        template: str | None,
+        default: str,
+        **extra: Any,
+    ) -> str:
+        context = self._context(incident, at, **extra)
+        try:
+            if text is not None:
+                return self.templates.render(context, _TEXT_MEDIUM[medium], source=text)
+            return self.templates.render(context, _TEXT_MEDIUM[medium], name=template or default)
+        except Exception as exc:  # a template must never stop a crisis response
+            log.error("template", incident=incident.id, error=repr(exc))
+            return f"[template error: {exc}] {context['incident']['title']} on {incident.brand}"
+
+    # -- actions
+
+    def _queue(
+        self,
+        incident: Incident,
+        at: float,
+        medium: Medium,
+        key: str,
+        recipients: list[Recipient] | list[dict[str, Any]],
+        subject: str,
+        body: str,
+        data: dict[str, Any] | None = None,
+    ) -> int:
+        """Write the action to the outbox for every target that delivers ``medium``."""
+        assert medium in MEDIA
+        to = [r.as_dict() if isinstance(r, Recipient) else r for r in recipients]
+        queued = 0
+        for name, cfg in self.config.targets.items():
+            if medium not in cfg.media or name not in self.targets:
+                continue
+            if self.drill and not cfg.test:
+                continue
+            action = Action(
+                key=f"{key}/{medium}@{name}",
+                incident_id=incident.id,
+                medium=medium,
+                target=name,
+                to=to,
+                subject=subject,
+                body=body,
+                created_at=at,
+                data=dict(data or {}),
+                test=self.drill,
+            )
+            queued += self.store.enqueue(action)
+        return queued
+
+    def _notify(
+        self,
+        incident: Incident,
+        at: float,
+        kind: str,
+        medium: Medium,
+        key: str,
+        refs: list[str],
+        subject: str,
+        body: str,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        recipients = self.roster.recipients(refs, incident.roles, at)
+        names = ", ".join(r.name for r in recipients) or "nobody"
+        if not recipients:
+            self._entry(incident, at, "warning", f"{kind}: no recipients for {refs}")
+            return
+        self._queue(incident, at, medium, key, recipients, subject, body, data)
+        self._entry(
+            incident,
+            at,
+            kind,
+            f"{medium} to {names}: {subject or body}",
+            {
+                "medium": medium,
+                "to": [r.id for r in recipients],
+                "subject": subject,
+                "text": body,
+                **(data or {}),
+            },
+        )
+
+    def _subject(self, incident: Incident, what: str) -> str:
+        playbook = self._playbook(incident)
+        title = playbook.title if playbook else "Crisis"
+        return f"[crisisd {incident.severity}] {what}: {title} — {incident.brand}"
+
+    # -- opening and steps
+
+    def _assign_roles(self, incident: Incident, playbook: Playbook, at: float) -> None:
+        for role, spec in playbook.roles.items():
+            if role in incident.roles:
+                continue
+            ref = spec.ref()
+            kind, _, name = ref.partition(":")
+            holder = f"person:{self.roster.holder(name, at)}" if kind == "rotation" else ref
+            incident.roles[role] = holder
+            people = self.roster.expand(holder, incident.roles, at)
+            names = ", ".join(p.name for p in people) or holder
+            self._entry(
+                incident,
+                at,
+                "role_assigned",
+                f"{role}: {names} (from {ref})",
+                {"role": role, "holder": holder, "source": ref},
+            )
+            if spec.notify and people:
+                body = self._render(
+                    incident, at, "email", None, "role-assigned", "role-assigned", role=role
+                )
+                self._queue(
+                    incident,
+                    at,
+                    "email",
+                    f"{incident.id}/{playbook.name}/role/{role}",
+                    people,
+                    self._subject(incident, f"You are {role}"),
+                    body,
+                    {"role": role},
+                )
+
+    def _open(self, incident: Incident, at: float) -> None:
+        playbook = self._playbook(incident)
+        if playbook is None:
+            self._entry(incident, at, "warning", f"no playbook {incident.playbook!r}; nothing runs")
+            return
+        self._entry(
+            incident,
+            at,
+            "playbook",
+            f"running {playbook.name} ({playbook.title})",
+            {"playbook": playbook.name},
+        )
+        self._assign_roles(incident, playbook, at)
+        for index in range(len(playbook.steps)):
+            self._run_step(incident, playbook, index, at)
+
+    def _run_step(self, incident: Incident, playbook: Playbook, index: int, at: float) -> None:
+        step = playbook.steps[index].body
+        key = f"{incident.id}/{playbook.name}/{index}"
+        if isinstance(step, PageStep):
+            held = ", ".join(r for r in step.to if r in incident.roles)
+            body = self._render(
+                incident, at, "page", step.text, step.template, "page", role_of_recipient=held
+            )
+            self._notify(
+                incident, at, "page", "page", key, step.to, "", body, {"urgency": step.urgency}
+            )
+        elif isinstance(step, EmailStep):
+            body = self._render(incident, at, "email", step.text, step.template, "incident-brief")
+            subject = (
+                self._render(incident, at, "email", step.subject, None, "")
+                if step.subject
+                else self._subject(incident, "Incident brief")
+            )
+            self._notify(incident, at, "email", "email", key, step.to, subject, body)
+        elif isinstance(step, ChatStep):
+            body = self._render(incident, at, "chat", step.text, step.template, "page")
+            self._notify(incident, at, "chat", "chat", key, step.to, "", body)
+        elif isinstance(step, PostStatementStep):
+            self._statement_step(incident, playbook, index, step, at)
+        elif isinstance(step, EscalateStep):
+            self._arm(incident, f"{key}/escalate", at + step.after, "escalate", {"step": index})
+        elif isinstance(step, UpdateStep):
+            self._arm(
+                incident, f"{key}/update/1", at + step.every, "update", {"step": index, "n": 1}
+            )
+        elif isinstance(step, WebhookStep) and step.when == "open":
+            self._webhook(incident, key, step, at)
+
+    def _webhook(self, incident: Incident, key: str, step: WebhookStep, at: float) -> None:
+        body = self._render(incident, at, "webhook", step.body, None, "") if step.body else ""
+        target = {"id": step.url, "name": step.url}
+        self._queue(
+            incident,
+            at,
+            "webhook",
+            f"{key}/{step.when}",
+            [target],
+            step.method,
+            body,
+            {"url": step.url, "method": step.method},
+        )
+        self._entry(
+            incident,
+            at,
+            "webhook",
+            f"{step.method} {step.url}",
+            {"url": step.url, "method": step.method, "text": body},
+        )
+
+    def _statement_step(
+        self,
+        incident: Incident,
+        playbook: Playbook,
+        index: int,
+        step: PostStatementStep,
+        at: float,
+    ) -> None:
+        text = self._render(incident, at, "post", step.text, None, "")
+        channel = incident.origin.channel if step.channel == "origin" else step.channel
+        st = Statement(
+            incident_id=incident.id,
+            sid=statement_id(index, step),
+            step=index,
+            text=text,
+            sha256=sha256(text),
+            approver=step.approval,
+            channel=channel,
+            status="pending",
+            requested_at=at,
+            deadline_at=None if step.approval == "auto" else at + step.deadline,
+        )
+        self._entry(
+            incident,
+            at,
+            "statement_drafted",
+            f"holding statement {st.sid} for {channel}:\n{text}",
+            {"sid": st.sid, "channel": channel, "text": text, "sha256": st.sha256},
+        )
+        if step.approval == "auto":
+            st.status, st.approved_by, st.approved_at = "approved", "auto", at
+            self.store.save_statement(st)
+            self._entry(
+                incident,
+                at,
+                "approval_granted",
+                f"statement {st.sid} is pre-approved",
+                {"sid": st.sid, "sha256": st.sha256, "by": "auto"},
+            )
+            self._post(incident, st, at)
+            return
+        self.store.save_statement(st)
+        self._request_approval(incident, st, at)
+        assert st.deadline_at is not None
+        self._arm(
+            incident,
+            f"{incident.id}/{playbook.name}/{index}/deadline",
+            st.deadline_at,
+            "deadline",
+            {"sid": st.sid, "step": index, "playbook": playbook.name},
+        )
+
+    def _request_approval(self, incident: Incident, st: Statement, at: float) -> None:
+        deadline = span(max(0.0, (st.deadline_at or at) - at))
+        body = self._render(
+            incident,
+            at,
+            "email",
+            None,
+            "approval-request",
+            "approval-request",
+            statement=st.text,
+            statement_id=st.sid,
+            sha256=st.sha256,
+            deadline=deadline,
+            channel=st.channel,
+        )
+        self._notify(
+            incident,
+            at,
+            "approval_requested",
+            "email",
+            f"{incident.id}/statement/{st.sid}/v{st.version}/approval",
+            [st.approver],
+            self._subject(incident, f"APPROVE holding statement {st.sid} within {deadline}"),
+            body,
+            {"sid": st.sid, "sha256": st.sha256, "version": st.version},
+        )
+
+    def _post(self, incident: Incident, st: Statement, at: float) -> None:
+        st.status = "posted"
+        self.store.save_statement(st)
+        self.store.cancel_timers(incident.id, ("deadline",))
+        self._queue(
+            incident,
+            at,
+            "post",
+            f"{incident.id}/statement/{st.sid}/v{st.version}/post",
+            [{"id": st.channel, "name": st.channel}],
+            "",
+            st.text,
+            {"channel": st.channel, "sid": st.sid, "sha256": st.sha256, "brand": incident.brand},
+        )
+        self._entry(
+            incident,
+            at,
+            "statement_posted",
+            f"post on {st.channel}: {st.text}",
+            {"sid": st.sid, "channel": st.channel, "text": st.text, "sha256": st.sha256},
+        )
+
+    # -- timers
+
+    def _arm(
+        self, incident: Incident, timer_id: str, due: float, kind: str, payload: dict[str, Any]
+    ) -> None:
+        row = TimerRow(timer_id, incident.id, due, kind, payload)
+        self.store.add_timer(row)
+        self._arm_row(row)
+
+    def _arm_row(self, row: TimerRow) -> None:
+        self._rows[row.id] = row
+        self._armed[row.id] = self.clock.call_at(row.due, lambda: self._fire(row.id))
+
+    def _fire(self, timer_id: str) -> None:
+        row = self._rows.pop(timer_id, None)
+        self._armed.pop(timer_id, None)
+        if row is None:
+            return
+        incident = self.incidents.get(row.incident_id)
+        with self.store.transaction():
+            if not self.store.claim_timer(timer_id):
+                return
+            if incident is None or incident.status == IncidentStatus.RESOLVED:
+                return
+            at = row.due
+            if row.kind == "deadline":
+                self._deadline(incident, row, at)
+            elif row.kind == "escalate":
+                self._escalate_step(incident, row, at)
+            elif row.kind == "update":
+                self._update(incident, row, at)
+            self._save(incident)
+        self.outbox.wake()
+
+    def _cancel(self, incident: Incident, kinds: tuple[str, ...] | None = None) -> None:
+        for timer_id in self.store.cancel_timers(incident.id, kinds):
+            armed = self._armed.pop(timer_id, None)
+            if armed is not None:
+                armed.cancel()
+            self._rows.pop(timer_id, None)
+
+    def _deadline(self, incident: Incident, row: TimerRow, at: float) -> None:
+        st = self.store.statement(incident.id, row.payload["sid"])
+        if st is None or st.status != "pending":
+            return
+        playbook = self.playbooks.get(row.payload.get("playbook", incident.playbook))
+        step = playbook.steps[row.payload["step"]].post_statement if playbook else None
+        refs = list(step.escalate_to) if step and step.escalate_to else []
+        if not refs:
+            refs = [st.approver]
+            if "incident_commander" in incident.roles:
+                refs.append("incident_commander")
+        reason = f"holding statement {st.sid} not approved by its deadline"
+        body = self._render(incident, at, "page", None, "escalation", "escalation", reason=reason)
+        key = f"{row.id}/escalation"
+        self._notify(incident, at, "escalation", "page", key, refs, "", body, {"reason": reason})
+        self._notify(
+            incident,
+            at,
+            "escalation",
+            "email",
+            key,
+            refs,
+            self._subject(incident, "ESCALATION"),
+            body + "\n\n" + st.text,
+            {"reason": reason},
+        )
+
+    def _escalate_step(self, incident: Incident, row: TimerRow, at: float) -> None:
+        playbook = self._playbook(incident)
+        if playbook is None:
+            return
+        step = playbook.steps[row.payload["step"]].escalate
+        if step is None:
+            return
+        statements = self.store.statements(incident.id)
+        done = {
+            "acknowledged": incident.status != IncidentStatus.OPEN,
+            "approved": bool(statements)
+            and all(s.status in ("approved", "posted") for s in statements),
+            "posted": bool(statements) and all(s.status == "posted" for s in statements),
+            "resolved": False,
+        }[step.unless]
+        if done:
+            self._entry(
+                incident,
+                at,
+                "escalation_skipped",
+                f"no escalation after {span(step.after)}: already {step.unless}",
+            )
+            return
+        reason = f"not {step.unless} after {span(step.after)}"
+        body = self._render(
+            incident, at, "page", step.text, step.template, "escalation", reason=reason
+        )
+        key = f"{row.id}"
+        self._notify(incident, at, "escalation", "page", key, step.to, "", body, {"reason": reason})
+        self._notify(
+            incident,
+            at,
+            "escalation",
+            "email",
+            key,
+            step.to,
+            self._subject(incident, "ESCALATION"),
+            body,
+            {"reason": reason},
+        )
+
+    def _update(self, incident: Incident, row: TimerRow, at: float) -> None:
+        playbook = self._playbook(incident)
+        if playbook is None:
+            return
+        step = playbook.steps[row.payload["step"]].update
+        if step is None:
+            return
+        n = row.payload["n"]
+        body = self._render(incident, at, step.via, step.text, step.template, "status-update")
+        subject = self._subject(incident, f"Status update {n}") if step.via == "email" else ""
+        self._notify(incident, at, "update", step.via, row.id, step.to, subject, body, {"n": n})
+        base = row.id.rsplit("/", 1)[0]
+        self._arm(
+            incident,
+            f"{base}/{n + 1}",
+            at + step.every,
+            "update",
+            {"step": row.payload["step"], "n": n + 1},
+        )
+
+    # -- changes
+
+    def _switch(self, incident: Incident, at: float) -> None:
+        playbook = self._playbook(incident)
+        self._cancel(incident)
+        for st in self.store.statements(incident.id):
+            if st.status in ("pending", "approved"):
+                st.status = "voided"
+                self.store.save_statement(st)
+                self._entry(
+                    incident,
+                    at,
+                    "statement_voided",
+                    f"statement {st.sid} superseded by the playbook switch",
+                    {"sid": st.sid},
+                )
+        if playbook is None:
+            self._entry(incident, at, "warning", f"no playbook {incident.playbook!r}")
+            return
+        self._open(incident, at)
+
+    def _acknowledged(self, incident: Incident, at: float) -> None:
+        playbook = self._playbook(incident)
+        if playbook is None:
+            return
+        for row in list(self._rows.values()):
+            if row.incident_id != incident.id or row.kind != "escalate":
+                continue
+            step = playbook.steps[row.payload["step"]].escalate
+            if step is not None and step.unless == "acknowledged":
+                self.store.cancel_timer(row.id)
+                armed = self._armed.pop(row.id, None)
+                if armed is not None:
+                    armed.cancel()
+                self._rows.pop(row.id, None)
+                self._entry(
+                    incident,
+                    at,
+                    "escalation_cancelled",
+                    f"escalation after {span(step.after)} cancelled: acknowledged",
+                )
+
+    def _resolved(self, incident: Incident, at: float) -> None:
+        playbook = self._playbook(incident)
+        self._cancel(incident)
+        for st in self.store.statements(incident.id):
+            if st.status in ("pending", "approved"):
+                st.status = "voided"
+                self.store.save_statement(st)
+                self._entry(
+                    incident,
+                    at,
+                    "statement_voided",
+                    f"statement {st.sid} never posted: incident resolved",
+                    {"sid": st.sid},
+                )
+        if playbook is None:
+            return
+        for index, step in enumerate(playbook.steps):
+            if step.webhook is not None and step.webhook.when == "resolve":
+                self._webhook(incident, f"{incident.id}/{playbook.name}/{index}", step.webhook, at)
+        link = ""
+        if playbook.resolve.report and self.config.playbooks.reports:
+            self._save(incident)
+            paths = report_module.write(
+                incident, self.store.points(incident.id), self.report_dir(), at
+            )
+            link = str(paths.html.resolve())
+            self._entry(
+                incident,
+                at,
+                "report_written",
+                f"post-crisis report: {link}",
+                {"markdown": str(paths.markdown), "html": str(paths.html)},
+            )
+        refs = list(playbook.resolve.notify)
+        if refs:
+            body = self._render(
+                incident, at, "email", None, playbook.resolve.template, "resolved", report=link
+            )
+            self._notify(
+                incident,
+                at,
+                "resolve_notified",
+                "email",
+                f"{incident.id}/resolved",
+                refs,
+                self._subject(incident, "Resolved"),
+                body,
+                {"report": link},
+            )
+
+    def report_dir(self) -> Path:
+        """Where post-crisis reports are written (``<state_dir>/reports``)."""
+        return self.config.state_dir / "reports"
+
+    def _delivered(self, action: Action, outcome: str, detail: str) -> None:
+        """Outbox results worth a timeline line: posts made, and anything that failed."""
+        incident = self.incidents.get(action.incident_id)
+        if incident is None or (outcome == "delivered" and action.medium != "post"):
+            return
+        kind = {"delivered": "posted", "failed": "delivery_failed"}.get(outcome, "post_unknown")
+        message = f"{action.medium} via {action.target}: {outcome} ({detail})"
+        with self.store.transaction():
+            self._entry(
+                incident,
+                self.clock.now(),
+                kind,
+                message,
+                {"key": action.key, "outcome": outcome, "detail": detail},
+            )
+            self._save(incident)
