@@ -1,0 +1,282 @@
+"""The live source: mentions and metrics from an MQTT broker.
+
+The contract is in README ("MQTT contract") and ``daemon/decode.py``. What
+this module adds is staying connected:
+
+- **Persistent session.** MQTT 3.1.1 with ``clean_session=False`` and the
+  configured, stable client id, subscribed at QoS 1: the broker queues what
+  is published while crisisd restarts or is cut off, and delivers it on
+  reconnect. A crisis does not wait for a deploy.
+- **Reconnect forever.** Any broker or network error ends the connection,
+  not the daemon: it is logged, then retried after a capped exponential
+  backoff with jitter (``reconnect_min`` doubling up to ``reconnect_max``),
+  so a broker outage neither crashes crisisd nor makes it spin. Messages
+  already received when a connection drops are still delivered.
+- **Ticks only while connected.** In silence the source yields a ``Tick``
+  every ``idle_tick`` seconds so buckets close on a quiet broker. While
+  disconnected it stays silent on purpose: ticking then would close buckets
+  as "volume 0" that the broker is still holding mentions for, and those
+  mentions would arrive late and be dropped.
+- **Cheap per message.** aiomqtt's message iterator creates a task per
+  message; while messages are queued this source takes them straight from the
+  client's queue instead, and only waits through the iterator (which is what
+  notices a dropped connection) when the queue is empty. No per-message logging.
+
+QoS 1 is acknowledged by the MQTT library on receipt, so a message counts as
+delivered once it is in the client's queue. ``stop()`` therefore drains that
+queue (disconnecting first, so nothing more arrives) before the stream ends;
+cancelling the consuming task ends the stream at once instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import ssl
+import time
+from collections.abc import AsyncIterator
+from typing import Any, cast
+
+import aiomqtt
+import structlog
+
+from daemon.config import MqttConfig
+from daemon.decode import Decoder
+from daemon.sources import SourceItem, Tick
+
+log = structlog.get_logger(__name__)
+
+#: A connection that stayed up this long resets the backoff to ``reconnect_min``.
+STABLE_AFTER = 10.0
+#: Floor of any reconnect delay, whatever the configuration says: never spin.
+MIN_DELAY = 0.05
+
+
+def backoff_delay(attempt: int, low: float, high: float, rng: random.Random | None = None) -> float:
+    """Seconds to wait before reconnect ``attempt`` (0-based).
+
+    The cap doubles from ``low`` up to ``high``; the delay is drawn in the upper
+    half of it ("equal jitter"), so many daemons restarting with one broker
+    spread out while each still waits at least half the cap.
+    """
+    low = max(low, MIN_DELAY)
+    high = max(high, low)
+    cap = min(high, low * 2.0 ** min(attempt, 62))
+    return (rng or random).uniform(max(low, cap / 2), cap)
+
+
+class MqttSource:
+    """Mentions and metrics from the broker, as a ``Source`` of event batches.
+
+    ``stream()`` yields one ``list[Event]`` per message that holds at least one
+    valid item, and a ``Tick`` after ``idle_tick`` seconds without messages.
+    ``subscribed`` is set while the subscription is live (the daemon signals
+    systemd ``READY=1`` on the first time); ``connected`` says whether a
+    connection is up. ``decoder`` holds the valid/invalid counters.
+    """
+
+    def __init__(
+        self,
+        config: MqttConfig,
+        decoder: Decoder | None = None,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.decoder = decoder or Decoder(config.prefix, config.max_payload)
+        if config.deadletter:
+            self.decoder.keep_deadletters = True
+        self.subscribed = asyncio.Event()
+        self.connected = False
+        self.received = 0
+        self.connects = 0
+        self.disconnects = 0
+        self.deadlettered = 0
+        self.topics = [
+            f"{self.decoder.prefix}/mentions/+/+",
+            f"{self.decoder.prefix}/metrics/+/+",
+        ]
+        self._rng = rng or random.Random()
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        """End the stream: disconnect, hand over what was received, return.
+
+        Safe to call from any task, at any time, more than once.
+        """
+        self._stopping.set()
+
+    def _client(self) -> tuple[aiomqtt.Client, asyncio.Queue[aiomqtt.Message]]:
+        """A fresh client for one connection attempt, and its message queue."""
+        cfg = self.config
+        queues: list[asyncio.Queue[aiomqtt.Message]] = []
+
+        def make_queue(maxsize: int = 0) -> asyncio.Queue[aiomqtt.Message]:
+            queue: asyncio.Queue[aiomqtt.Message] = asyncio.Queue(maxsize)
+            queues.append(queue)
+            return queue
+
+        client = aiomqtt.Client(
+            cfg.host,
+            cfg.port,
+            identifier=cfg.client_id,
+            clean_session=False,
+            protocol=aiomqtt.ProtocolVersion.V311,
+            keepalive=cfg.keepalive,
+            username=cfg.username,
+            password=cfg.password() if cfg.username is not None else None,
+            tls_context=ssl.create_default_context() if cfg.tls else None,
+            queue_type=cast(Any, make_queue),
+        )
+        return client, queues[0]
+
+    async def stream(self) -> AsyncIterator[SourceItem]:
+        """Yield event batches and ticks until ``stop()`` or cancellation."""
+        attempt = 0
+        while not self._stopping.is_set():
+            up_at: float | None = None
+            inbox: asyncio.Queue[aiomqtt.Message] | None = None
+            error: BaseException | None = None
+            try:
+                client, inbox = self._client()
+                async with client:
+                    granted = await client.subscribe([(t, self.config.qos) for t in self.topics])
+                    refused = [
+                        t for t, rc in zip(self.topics, granted, strict=False) if _failed(rc)
+                    ]
+                    if refused:
+                        raise aiomqtt.MqttError(f"broker refused subscription to {refused}")
+                    up_at = time.monotonic()
+                    self.connected = True
+                    self.connects += 1
+                    self.subscribed.set()
+                    log.info(
+                        "mqtt_subscribed",
+                        broker=f"{self.config.host}:{self.config.port}",
+                        client_id=self.config.client_id,
+                        topics=self.topics,
+                        qos=self.config.qos,
+                        attempt=attempt,
+                    )
+                    async with contextlib.aclosing(self._receive(client, inbox)) as items:
+                        async for item in items:
+                            yield item
+            except (aiomqtt.MqttError, OSError) as exc:
+                error = exc
+            except Exception as exc:  # never crash the daemon over the connection
+                error = exc
+                log.exception("mqtt_unexpected_error")
+            finally:
+                self.connected = False
+                self.subscribed.clear()
+            # What was received before the connection ended (or before stop())
+            # has been acknowledged to the broker: deliver it.
+            if inbox is not None:
+                for batch in self._drain(inbox):
+                    yield batch
+            if self._stopping.is_set():
+                break
+            if up_at is not None:
+                self.disconnects += 1
+                if time.monotonic() - up_at >= min(STABLE_AFTER, self.config.reconnect_max):
+                    attempt = 0
+            delay = backoff_delay(
+                attempt, self.config.reconnect_min, self.config.reconnect_max, self._rng
+            )
+            log.warning(
+                "mqtt_disconnected" if up_at is not None else "mqtt_connect_failed",
+                broker=f"{self.config.host}:{self.config.port}",
+                error=str(error) or type(error).__name__,
+                retry_in=round(delay, 3),
+                attempt=attempt,
+            )
+            attempt += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+        log.info("mqtt_stopped", received=self.received)
+
+    async def _receive(
+        self, client: aiomqtt.Client, inbox: asyncio.Queue[aiomqtt.Message]
+    ) -> AsyncIterator[SourceItem]:
+        """Batches and ticks of one connection; returns on ``stop()``.
+
+        Raises ``MqttError`` when the connection drops (from the iterator).
+        """
+        loop = asyncio.get_running_loop()
+        idle = max(self.config.idle_tick, 0.01)
+        decode = self.decoder.decode
+        deadletters = self.decoder.keep_deadletters
+        messages = client.messages
+        stop_wait = asyncio.ensure_future(self._stopping.wait())
+        pending: asyncio.Future[aiomqtt.Message] | None = None
+        last = loop.time()
+        try:
+            while True:
+                if pending is None and not inbox.empty():
+                    message = inbox.get_nowait()
+                else:
+                    if pending is None:
+                        pending = asyncio.ensure_future(anext(messages))
+                    done, _ = await asyncio.wait(
+                        (pending, stop_wait),
+                        timeout=max(0.0, last + idle - loop.time()),
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                    if pending in done:
+                        message, pending = pending.result(), None
+                    elif stop_wait in done:
+                        return
+                    else:
+                        last = loop.time()
+                        yield Tick(time.time())
+                        continue
+                last = loop.time()
+                self.received += 1
+                events = decode(message.topic.value, message.payload)  # type: ignore[arg-type]
+                if events:
+                    yield events
+                if deadletters:
+                    await self._deadletter(client)
+        finally:
+            stop_wait.cancel()
+            if pending is not None:
+                if pending.done() and not pending.cancelled() and pending.exception() is None:
+                    # Taken off the queue just as we stopped: put it back for _drain.
+                    inbox.put_nowait(pending.result())
+                else:
+                    pending.cancel()
+                    with contextlib.suppress(BaseException):
+                        await pending
+
+    def _drain(self, inbox: asyncio.Queue[aiomqtt.Message]) -> list[SourceItem]:
+        """Decode what is left in a closed connection's queue."""
+        out: list[SourceItem] = []
+        while not inbox.empty():
+            message = inbox.get_nowait()
+            self.received += 1
+            events = self.decoder.decode(message.topic.value, message.payload)  # type: ignore[arg-type]
+            if events:
+                out.append(events)
+        if self.decoder.keep_deadletters:
+            dropped = self.decoder.take_deadletters()
+            if dropped:
+                log.warning("mqtt_deadletters_dropped", count=len(dropped), why="disconnected")
+        return out
+
+    async def _deadletter(self, client: aiomqtt.Client) -> None:
+        """Republish rejected payloads, raw, at QoS 0; a failure only costs them."""
+        for letter in self.decoder.take_deadletters():
+            try:
+                await client.publish(self.decoder.deadletter_topic, letter.payload, qos=0)
+                self.deadlettered += 1
+            except aiomqtt.MqttError as exc:
+                log.warning("mqtt_deadletter_failed", error=str(exc), reason=letter.reason)
+
+
+def _failed(code: object) -> bool:
+    """Whether a SUBACK return code refuses the subscription (0x80 and up)."""
+    failure = getattr(code, "is_failure", None)
+    if failure is not None:
+        return bool(failure)
+    return isinstance(code, int) and code >= 0x80

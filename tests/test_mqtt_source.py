@@ -1,0 +1,284 @@
+"""MqttSource against a real mosquitto: delivery, batches, bad payloads,
+restarts without loss, ticks, and clean stops."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import aiomqtt
+import pytest
+from conftest import Mosquitto, mention, publish, wait_for
+
+from daemon.config import MqttConfig
+from daemon.domain import Event, Mention, MetricPoint
+from daemon.sources import Tick
+from daemon.sources.mqtt import MqttSource, backoff_delay
+
+T = "crisisd/mentions/acme/twitter"
+
+
+def config(broker: Mosquitto, **overrides: Any) -> MqttConfig:
+    settings: dict[str, Any] = {
+        "host": broker.host,
+        "port": broker.port,
+        "client_id": f"crisisd-test-{random.randrange(1 << 30)}",
+        "idle_tick": 30.0,
+        "reconnect_min": 0.1,
+        "reconnect_max": 0.5,
+        "keepalive": 5,
+    }
+    settings.update(overrides)
+    return MqttConfig(**settings)
+
+
+class Collector:
+    """Runs a source's stream in a task and keeps what it yields."""
+
+    def __init__(self, source: MqttSource) -> None:
+        self.source = source
+        self.batches: list[list[Event]] = []
+        self.ticks: list[Tick] = []
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        async for item in self.source.stream():
+            if isinstance(item, Tick):
+                self.ticks.append(item)
+            else:
+                self.batches.append(item)
+
+    @property
+    def events(self) -> list[Event]:
+        return [e for batch in self.batches for e in batch]
+
+    @property
+    def ids(self) -> list[str]:
+        return [e.id for e in self.events if isinstance(e, Mention)]
+
+    async def subscribed(self) -> None:
+        await asyncio.wait_for(self.source.subscribed.wait(), 10)
+
+    async def close(self) -> None:
+        self.source.stop()
+        await asyncio.wait_for(self.task, 10)
+
+
+async def start(source: MqttSource) -> Collector:
+    collector = Collector(source)
+    await collector.subscribed()
+    return collector
+
+
+async def test_published_mentions_and_metrics_arrive_decoded(mosquitto: Mosquitto) -> None:
+    c = await start(MqttSource(config(mosquitto)))
+    await publish(
+        mosquitto,
+        [
+            (T, mention(1, ts="2026-11-23T10:00:00.250Z", author="ann", followers=12)),
+            (T, mention(2, sentiment=-0.5)),
+            ("crisisd/metrics/acme/facebook", {"ts": 1_700_000_000, "volume": 40, "negative": 9}),
+        ],
+    )
+    await wait_for(lambda: len(c.events) == 3)
+    await c.close()
+    first, second, metric = c.events
+    assert isinstance(first, Mention) and first.id == "m1"
+    assert (first.brand, first.channel, first.author, first.followers) == (
+        "acme",
+        "twitter",
+        "ann",
+        12,
+    )
+    assert first.ts == datetime(2026, 11, 23, 10, 0, 0, 250000, tzinfo=UTC).timestamp()
+    assert second.sentiment == -0.5 and first.sentiment is None
+    assert metric == MetricPoint(1_700_000_000.0, "acme", "facebook", 40, 9, None)
+    assert c.source.decoder.valid == {"mentions": 2, "metrics": 1}
+    assert not c.source.decoder.invalid
+
+
+async def test_a_batch_message_is_one_batch(mosquitto: Mosquitto) -> None:
+    c = await start(MqttSource(config(mosquitto)))
+    await publish(mosquitto, [(T, [mention(i) for i in range(250)])])
+    await wait_for(lambda: len(c.events) == 250)
+    await c.close()
+    assert len(c.batches) == 1
+    assert c.ids == [f"m{i}" for i in range(250)]
+
+
+async def test_bad_payloads_are_counted_and_skipped_good_ones_arrive(
+    mosquitto: Mosquitto,
+) -> None:
+    cfg = config(mosquitto, max_payload=4096, deadletter=True)
+    c = await start(MqttSource(cfg))
+    bad = [
+        (T, b"{not json"),
+        (T, b"x" * 5000),
+        (T, b"42"),
+        (T, {"ts": 1_700_000_000, "text": "no id"}),
+        (T, mention(90, followers="many")),
+        (T, mention(91, sentiment=3)),
+        (T, mention(92, ts="yesterday")),
+        ("crisisd/mentions//twitter", mention(93)),
+        ("crisisd/metrics/acme/twitter", {"ts": 1_700_000_000, "volume": 3, "negative": 5}),
+    ]
+    messages: list[tuple[str, Any]] = []
+    for i, item in enumerate(bad):
+        messages += [(T, mention(i)), item]
+    messages.append((T, [mention(100), {"id": "x5"}, mention(101), "text", mention(102)]))
+    await publish(mosquitto, messages)
+
+    await wait_for(lambda: len(c.events) == len(bad) + 3)
+    await wait_for(lambda: c.source.decoder.invalid.total() == len(bad) + 2)
+    await c.close()
+    assert c.ids == [f"m{i}" for i in range(len(bad))] + ["m100", "m101", "m102"]
+    assert c.source.decoder.invalid == {
+        "bad_json": 1,
+        "too_large": 1,
+        "not_object": 2,
+        "missing_field": 2,
+        "wrong_type": 1,
+        "out_of_range": 2,
+        "bad_timestamp": 1,
+        "bad_topic": 1,
+    }
+    assert c.source.deadlettered == len(bad) + 1
+
+
+async def test_deadletters_are_republished_raw(mosquitto: Mosquitto) -> None:
+    cfg = config(mosquitto, deadletter=True)
+    c = await start(MqttSource(cfg))
+    received: list[bytes] = []
+    async with aiomqtt.Client(mosquitto.host, mosquitto.port) as watcher:
+        await watcher.subscribe("crisisd/deadletter", qos=0)
+        await publish(mosquitto, [(T, b"{oops"), (T, mention(1)), (T, [mention(2), {"id": 3}])])
+
+        async def collect() -> None:
+            async for message in watcher.messages:
+                received.append(bytes(message.payload))  # type: ignore[arg-type]
+                if len(received) == 2:
+                    return
+
+        await asyncio.wait_for(collect(), 10)
+    await c.close()
+    assert received[0] == b"{oops"
+    assert b'"id": 3' in received[1]
+    assert c.ids == ["m1", "m2"]
+
+
+async def test_broker_restart_loses_no_qos1_message_published_while_away(
+    mosquitto: Mosquitto,
+) -> None:
+    # A long enough first backoff that the messages below are surely published
+    # while the source is disconnected, into its persistent session.
+    cfg = config(mosquitto, reconnect_min=2.0, reconnect_max=4.0)
+    c = await start(MqttSource(cfg))
+    await publish(mosquitto, [(T, mention(i)) for i in range(10)])
+    await wait_for(lambda: len(c.events) == 10)
+    # Let the PUBACKs leave before the broker goes: unacknowledged messages
+    # would be redelivered (QoS 1 is at-least-once) and show up twice below.
+    await asyncio.sleep(0.3)
+
+    mosquitto.stop()
+    await wait_for(lambda: not c.source.connected)
+    mosquitto.start()
+    await publish(mosquitto, [(T, mention(i)) for i in range(10, 40)])
+    assert not c.source.connected, "published too late: the source was already back"
+
+    await wait_for(lambda: len(c.events) >= 40, timeout=15)
+    assert c.source.connected and c.source.connects == 2
+    await publish(mosquitto, [(T, mention(i)) for i in range(40, 45)])
+    await wait_for(lambda: len(c.events) == 45)
+    await c.close()
+    assert sorted(c.ids, key=lambda s: int(s[1:])) == [f"m{i}" for i in range(45)]
+
+
+async def test_persistent_session_survives_a_crisisd_and_broker_restart(
+    mosquitto: Mosquitto,
+) -> None:
+    cfg = config(mosquitto)
+    first = await start(MqttSource(cfg))
+    await first.close()  # crisisd goes away; its session stays on the broker
+
+    await publish(mosquitto, [(T, mention(i)) for i in range(25)])
+    mosquitto.stop()  # the queued messages go to the broker's persistence file
+    mosquitto.start()
+
+    second = await start(MqttSource(cfg))
+    await wait_for(lambda: len(second.events) == 25)
+    await second.close()
+    assert second.ids == [f"m{i}" for i in range(25)]
+
+
+async def test_ticks_in_silence_and_none_while_disconnected(mosquitto: Mosquitto) -> None:
+    cfg = config(mosquitto, idle_tick=0.1, reconnect_min=0.2, reconnect_max=0.4)
+    c = await start(MqttSource(cfg))
+    before = time.time()
+    await wait_for(lambda: len(c.ticks) >= 3, timeout=3)
+    assert all(before - 1 < t.at < time.time() + 1 for t in c.ticks)
+
+    mosquitto.stop()
+    await wait_for(lambda: not c.source.connected)
+    ticks = len(c.ticks)
+    await asyncio.sleep(0.6)
+    assert len(c.ticks) == ticks, "ticked while disconnected"
+    mosquitto.start()
+    await c.subscribed()
+    await wait_for(lambda: len(c.ticks) > ticks, timeout=3)
+    await c.close()
+
+
+async def test_messages_hold_back_ticks(mosquitto: Mosquitto) -> None:
+    cfg = config(mosquitto, idle_tick=0.3)
+    c = await start(MqttSource(cfg))
+    async with aiomqtt.Client(mosquitto.host, mosquitto.port) as pub:
+        for i in range(10):
+            await pub.publish(T, f'{{"id":"m{i}","ts":1700000000,"text":"x"}}', qos=1)
+            await asyncio.sleep(0.1)
+    await wait_for(lambda: len(c.events) == 10)
+    assert not c.ticks
+    await c.close()
+
+
+async def test_waits_for_a_broker_that_is_not_up_yet(mosquitto: Mosquitto) -> None:
+    mosquitto.stop()
+    source = MqttSource(config(mosquitto, reconnect_min=0.05, reconnect_max=0.2))
+    c = Collector(source)
+    await asyncio.sleep(0.7)
+    assert not source.connected and not c.task.done()
+    mosquitto.start()
+    await c.subscribed()
+    await publish(mosquitto, [(T, mention(1))])
+    await wait_for(lambda: c.ids == ["m1"])
+    await c.close()
+
+
+async def test_stop_and_cancel_end_the_stream_cleanly(mosquitto: Mosquitto) -> None:
+    cfg = config(mosquitto)
+    c = await start(MqttSource(cfg))
+    await c.close()
+    assert c.task.done() and c.task.exception() is None
+    assert not c.source.connected and not c.source.subscribed.is_set()
+
+    c = await start(MqttSource(cfg))
+    c.task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await c.task
+    # The session is free again: the same client id connects at once.
+    c = await start(MqttSource(cfg))
+    await c.close()
+
+
+def test_backoff_is_capped_exponential_with_jitter() -> None:
+    rng = random.Random(1)
+    delays = [backoff_delay(a, 1.0, 60.0, rng) for a in range(12)]
+    assert delays[0] == 1.0
+    for attempt, delay in enumerate(delays):
+        cap = min(60.0, 2.0**attempt)
+        assert max(1.0, cap / 2) <= delay <= cap
+    assert len({round(d, 6) for d in delays[3:]}) > 1
+    assert backoff_delay(10_000, 1.0, 60.0, rng) <= 60.0
+    assert backoff_delay(0, 0.0, 0.0, rng) >= 0.05  # a zero config never spins
