@@ -8,6 +8,7 @@ and one line to ``FACTORIES``.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,7 +29,27 @@ def _log(name: str, cfg: TargetConfig, state_dir: Path) -> Target:
     return LogTarget(name)
 
 
-FACTORIES: dict[str, Factory] = {"log": _log, "file": _file}
+def _lazy(module: str) -> Factory:
+    """A remote integration, imported when configured (aiosmtplib loads only for smtp)."""
+
+    def factory(name: str, cfg: TargetConfig, state_dir: Path) -> Target:
+        return importlib.import_module(f"daemon.targets.{module}").from_config(name, cfg)
+
+    return factory
+
+
+FACTORIES: dict[str, Factory] = {
+    "log": _log,
+    "file": _file,
+    "pagerduty": _lazy("pagerduty"),
+    "smtp": _lazy("smtp"),
+    "slack": _lazy("slack"),
+    "teams": _lazy("teams"),
+    "webhook": _lazy("webhook"),
+    "x": _lazy("x"),
+    "facebook": _lazy("facebook"),
+    "mastodon": _lazy("mastodon"),
+}
 
 
 class UnavailableTarget(Exception):

@@ -21,6 +21,7 @@ secret-bearing URL into a log.
 
 from __future__ import annotations
 
+import datetime as dt
 import email.utils
 import logging
 import os
@@ -28,6 +29,7 @@ import re
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import httpx
 
@@ -88,12 +90,8 @@ def redact(text: str, *secrets: str | None) -> str:
     """``text`` with every secret (and its URL-encoded form) replaced by ``***``."""
     for secret in secrets:
         if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-            quoted = httpx.QueryParams({"s": secret}).get("s")
-            encoded = str(httpx.QueryParams({"s": secret}))[2:]
-            for form in {quoted, encoded}:
-                if form and form != secret:
-                    text = text.replace(form, "***")
+            for form in (secret, quote(secret, safe=""), quote_plus(secret)):
+                text = text.replace(form, "***")
     return text
 
 
@@ -111,10 +109,16 @@ def retry_after(response: httpx.Response, now: float | None = None) -> float | N
                 wait = email.utils.parsedate_to_datetime(value).timestamp() - now
             except (TypeError, ValueError):
                 wait = None
-    if wait is None:
-        reset = response.headers.get("x-rate-limit-reset")
-        if reset and reset.strip().isdigit():
+    if wait is None:  # X: epoch seconds; Mastodon: an ISO 8601 instant
+        reset = (response.headers.get("x-rate-limit-reset")
+                 or response.headers.get("x-ratelimit-reset") or "").strip()
+        if reset.isdigit():
             wait = float(reset) - now
+        elif reset:
+            try:
+                wait = dt.datetime.fromisoformat(reset.replace("Z", "+00:00")).timestamp() - now
+            except ValueError:
+                wait = None
     if wait is None:
         return None
     return max(0.0, min(wait, MAX_RETRY_AFTER))
@@ -177,10 +181,15 @@ class HttpTarget:
         url: str,
         *,
         secrets: tuple[str | None, ...] = (),
+        where: str | None = None,
         **kwargs: Any,
     ) -> httpx.Response:
-        """Send one request and return a 2xx answer, or raise the right ``DeliveryError``."""
-        where = redact(_short(url), *secrets)
+        """Send one request and return a 2xx answer, or raise the right ``DeliveryError``.
+
+        ``where`` names the endpoint in errors (default ``host/path``); pass the
+        host alone when the path is itself a credential (Slack, Teams).
+        """
+        where = redact(where or _short(url), *secrets)
         try:
             if action.at_most_once:
                 async with self._new_client() as client:
