@@ -234,6 +234,7 @@ class Decoder:
         self.valid: Counter[str] = Counter()
         self.invalid: Counter[str] = Counter()
         self.items = 0
+        self.errors = 0  # internal errors (bugs), counted under wrong_type too
         self._deadletters: list[DeadLetter] = []
         self._topics: dict[str, tuple[str, str, str] | None] = {}
         self._logged: dict[str, list[float]] = {}  # reason -> [last log time, suppressed]
@@ -267,6 +268,7 @@ class Decoder:
         try:
             return self._decode(topic, payload)
         except Exception as exc:  # a bug here must not stop the daemon
+            self.errors += 1
             self._reject(WRONG_TYPE, f"decoder error: {exc!r}", topic, payload)
             return []
 
@@ -393,6 +395,7 @@ class Decoder:
             self._reject(exc.reason, exc.detail, "<record>", repr(obj).encode(), keep=False)
             return None
         except Exception as exc:  # never stop a replay on one odd line
+            self.errors += 1
             self._reject(WRONG_TYPE, f"decoder error: {exc!r}", "<record>", b"", keep=False)
             return None
         self.valid[kind] += 1
