@@ -467,9 +467,9 @@ class Engine:
 
     def _assign_roles(self, incident: Incident, playbook: Playbook, at: float) -> None:
         for role, spec in playbook.roles.items():
-            if role in incident.roles:
-                continue
             ref = spec.ref()
+            if role in incident.roles and self._role_source(incident, role) == ref:
+                continue
             kind, _, name = ref.partition(":")
             holder = f"person:{self.roster.holder(name, at)}" if kind == "rotation" else ref
             incident.roles[role] = holder
@@ -496,6 +496,14 @@ class Engine:
                     body,
                     {"role": role},
                 )
+
+    @staticmethod
+    def _role_source(incident: Incident, role: str) -> str | None:
+        """Where the recorded holder of ``role`` came from (its last assignment)."""
+        for entry in reversed(incident.timeline):
+            if entry.kind == "role_assigned" and entry.data.get("role") == role:
+                return entry.data.get("source")
+        return None
 
     def _open(self, incident: Incident, at: float) -> None:
         playbook = self._playbook(incident)

@@ -342,7 +342,7 @@ def parse(located: yamlfile.Located) -> Playbook:
         for error, problem in zip(exc.errors(), yamlfile.problems_of(located, exc), strict=True):
             loc = tuple(p for p in error["loc"] if not str(p).startswith("function-"))
             if loc in kinds:
-                problem = located.problem(loc, kinds[loc])
+                problem = located.problem(loc, kinds[loc], at_key=True)
             problems.append(problem)
         raise yamlfile.FileProblems(problems) from exc
     playbook._file = located.file

@@ -147,6 +147,15 @@ def chart(incident: Incident, points: list[Point], at: float, width: int = 760) 
     return "\n".join(out)
 
 
+def evidence(incident: Incident, limit: int = 5) -> list[tuple[str, int, str, str]]:
+    """The most-read mentions kept as evidence: (author, followers, text, url)."""
+    seen: dict[str, tuple[str, int, str, str]] = {}
+    for anomaly in incident.anomalies:
+        for s in anomaly.samples:
+            seen.setdefault(s.id, (s.author, s.followers, s.text, s.url))
+    return sorted(seen.values(), key=lambda m: -m[1])[:limit]
+
+
 def markdown(incident: Incident, at: float) -> str:
     """The report as Markdown."""
     lines = [f"# Post-crisis report: {incident.id}", ""]
@@ -155,6 +164,12 @@ def markdown(incident: Incident, at: float) -> str:
     if incident.roles:
         lines += ["", "## Roles", ""]
         lines += [f"- **{role}**: {holder}" for role, holder in incident.roles.items()]
+    mentions = evidence(incident)
+    if mentions:
+        lines += ["", "## Most-read mentions", ""]
+        for author, followers, text, url in mentions:
+            quoted = text.replace("\n", " ")
+            lines.append(f"- @{author} ({followers} followers): {quoted} {url}".rstrip())
     lines += ["", "## Timeline", "", "| Time | Event | Detail |", "|---|---|---|"]
     for e in incident.timeline:
         detail = e.message.replace("\n", " ").replace("|", "\\|")
@@ -168,6 +183,12 @@ def html_report(incident: Incident, points: list[Point], at: float) -> str:
     rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in figures(incident, at))
     roles = "".join(
         f"<li><b>{esc(role)}</b>: {esc(holder)}</li>" for role, holder in incident.roles.items()
+    )
+    mentions = "".join(
+        f"<li>@{esc(author)} ({followers} followers): {esc(text)}"
+        + (f' <a href="{esc(url)}">link</a>' if url.startswith(("https://", "http://")) else "")
+        + "</li>"
+        for author, followers, text, url in evidence(incident)
     )
     timeline = "".join(
         f"<tr><td>{esc(stamp(e.ts))}</td><td>{esc(e.kind)}</td>"
@@ -185,6 +206,7 @@ def html_report(incident: Incident, points: list[Point], at: float) -> str:
         f"<table>{rows}</table>"
         f"<h2>Volume and negative share</h2>{chart(incident, points, at)}"
         f"<h2>Roles</h2><ul>{roles}</ul>"
+        f"<h2>Most-read mentions</h2><ul>{mentions}</ul>"
         f"<h2>Timeline</h2><table><tr><th>Time</th><th>Event</th><th>Detail</th></tr>"
         f"{timeline}</table></body></html>\n"
     )

@@ -129,7 +129,7 @@ def write(directory: Path, name: str, text: str) -> Path:
 def make_config(tmp_path: Path, extra: str = "") -> Config:
     from daemon import config as config_module
 
-    path = write(tmp_path, "config.yaml", ROSTER + f"state_dir: {tmp_path / 'state'}\n" + extra)
+    path = write(tmp_path, "config.yaml", ROSTER + extra + f"state_dir: {tmp_path / 'state'}\n")
     return config_module.load(path)
 
 
