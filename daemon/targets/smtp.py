@@ -196,18 +196,19 @@ class SmtpTarget:
             raise PermanentError(f"{self.name}: recipients refused: {text}") from None
         except aiosmtplib.SMTPResponseException as exc:
             raise _response_error(self.name, exc, password) from None
-        except aiosmtplib.SMTPNotSupported as exc:
-            raise PermanentError(redact(f"{self.name}: {where}: {exc}", password)) from None
         except ssl.SSLCertVerificationError as exc:
             raise PermanentError(f"{self.name}: {where}: certificate not trusted "
                                  f"({exc.verify_message}); set ca_file?") from None
-        except (aiosmtplib.SMTPException, OSError) as exc:
+        except OSError as exc:  # refused, reset, timed out: the mail may be retried
             cause = exc.__cause__ or exc.__context__
             if isinstance(cause, ssl.SSLCertVerificationError):
                 raise PermanentError(f"{self.name}: {where}: certificate not trusted "
                                      f"({cause.verify_message}); set ca_file?") from None
             what = redact(f"{type(exc).__name__}: {exc}", password)
             raise RetryableError(f"{self.name}: {where}: {what}") from None
+        except aiosmtplib.SMTPException as exc:  # e.g. no AUTH or STARTTLS offered: config
+            what = redact(f"{type(exc).__name__}: {exc}", password)
+            raise PermanentError(f"{self.name}: {where}: {what}") from None
         detail: dict[str, Any] = {"recipients": [r for r in rcpts if r not in refused],
                                   "answer": redact(str(answer), password)[:200]}
         if refused:

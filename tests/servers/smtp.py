@@ -106,7 +106,7 @@ class SmtpStub:
             kwargs.update(ssl_context=context)
         if login is not None:
             kwargs.update(authenticator=self._authenticate, auth_required=True,
-                          auth_require_tls=tls != "none")
+                          auth_require_tls=tls == "starttls")  # implicit: TLS from the start
         self.port = free_port()
         self.controller = Controller(self.handler, hostname=HOST, port=self.port, **kwargs)
 
