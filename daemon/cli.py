@@ -97,6 +97,21 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_drill(args: argparse.Namespace) -> int:
+    """Rehearse a playbook on a simulated clock (``daemon.drill``)."""
+    from daemon import drill
+
+    logs.setup("warning")
+    return drill.command(args, _load(args.config))
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    """Print or write the playbook JSON Schema (``daemon.playbook``)."""
+    from daemon import playbook
+
+    return playbook.schema_command(args.write)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -124,6 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("run", cmd_run, "run the daemon: subscribe to MQTT until SIGTERM")
     add("validate", cmd_validate, "check config.yaml and report every error")
+
+    from daemon.drill import add_arguments as drill_arguments
+
+    drill_arguments(add("drill", cmd_drill, "rehearse a playbook on a simulated clock"))
+    p = add("schema", cmd_schema, "print the playbook JSON Schema")
+    p.add_argument("--write", metavar="DIR", help="write DIR/playbook.schema.json instead")
     return parser
 
 

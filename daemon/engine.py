@@ -313,9 +313,13 @@ class Engine:
     def _context(self, incident: Incident, at: float, **extra: Any) -> dict[str, Any]:
         playbook = self._playbook(incident)
         latest = incident.anomalies[-1] if incident.anomalies else None
-        volume = latest.volume if latest else 0
+        volume: float = latest.volume if latest else 0
         expected = latest.expected if latest and latest.signal == "volume" else None
         share = latest.negative_share if latest else 0.0
+        points = self.store.points(incident.id)
+        if points and (latest is None or points[-1][0] >= latest.end):
+            _, volume, share = points[-1]  # the latest bucket is the current figure
+            volume = int(volume)
         summary = f"{volume} mentions per bucket"
         if expected:
             summary += f" (normally {expected:.0f})"

@@ -611,6 +611,15 @@ def schema() -> dict[str, Any]:
     }
 
 
+def schema_command(write_to: str | None) -> int:
+    """``crisisd schema [--write DIR]``: print the schema, or write it next to the playbooks."""
+    if write_to:
+        print(write_schema(Path(write_to)))
+    else:
+        print(json.dumps(schema(), indent=2))
+    return 0
+
+
 def write_schema(directory: Path) -> Path:
     """Write the schema next to the playbooks, where their header points."""
     path = directory / SCHEMA_FILE

@@ -9,7 +9,7 @@ rotation's time zone, because that is how on-call schedules are agreed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -119,8 +119,18 @@ class Roster:
             return [Recipient(f"team:{team_id}", f"team {team_id}")]
         if team.email and not team.members:
             return [Recipient(f"team:{team_id}", f"{team_id} team", team.email, None, team.chat)]
-        members = [self.person(p) for p in team.members]
-        if team.email:
+        # A team's list address and channel replace its members' own for email
+        # and chat (one message to the list, not one per member plus the list);
+        # members keep their pagers.
+        members = [
+            replace(
+                self.person(p),
+                email=None if team.email else self.person(p).email,
+                chat=None if team.chat else self.person(p).chat,
+            )
+            for p in team.members
+        ]
+        if team.email or team.chat:
             members.append(
                 Recipient(f"team:{team_id}", f"{team_id} team", team.email, None, team.chat)
             )
