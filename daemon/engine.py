@@ -105,36 +105,48 @@ class Engine:
         self._stored: dict[str, int] = {}
         self._rows: dict[str, TimerRow] = {}
         self._armed: dict[str, Timer] = {}
-        self._restored = False
-        self.restore()
+        self._armed_restored = False
+        for incident in self.store.incidents(open_only=True):
+            self.incidents[incident.id] = incident
+            self._stored[incident.id] = len(incident.timeline)
 
     # ----------------------------------------------------------------- lifecycle
 
-    def restore(self) -> list[Incident]:
-        """Load open incidents and re-arm their pending timers (idempotent).
-
-        Returns the open incidents so the incident manager can resume them
-        (``manager.restore(engine.open_incidents(), ...)``).
-        """
-        if not self._restored:
-            self._restored = True
-            for incident in self.store.incidents(open_only=True):
-                self.incidents[incident.id] = incident
-                self._stored[incident.id] = len(incident.timeline)
-            for row in self.store.pending_timers():
-                if row.incident_id in self.incidents:
-                    self._arm_row(row)
-        return self.open_incidents()
-
     def open_incidents(self) -> list[Incident]:
-        """The incidents not yet resolved, oldest first."""
+        """The incidents not yet resolved, oldest first.
+
+        After a restart these are the incidents resumed from the store; give
+        them to the incident manager (``manager.restore``) so both share them.
+        """
         return sorted(
             (i for i in self.incidents.values() if i.status != IncidentStatus.RESOLVED),
             key=lambda i: i.opened_at,
         )
 
+    def rearm(self) -> int:
+        """Arm the persisted timers of the open incidents on the clock (once); how many.
+
+        ``start`` calls it; it needs a running event loop with a ``RealClock``.
+        A timer already due fires at once (live) or on the next advance
+        (simulated), exactly once.
+        """
+        if self._armed_restored:
+            return 0
+        self._armed_restored = True
+        count = 0
+        for row in self.store.pending_timers():
+            if row.incident_id in self.incidents and row.id not in self._rows:
+                self._arm_row(row)
+                count += 1
+        return count
+
     async def start(self) -> None:
-        """Start delivering (interrupted actions resume; interrupted posts are flagged)."""
+        """Re-arm persisted timers and start delivering.
+
+        Interrupted pages and emails are retried; interrupted posts are
+        flagged for a human, never re-posted.
+        """
+        self.rearm()
         await self.outbox.start()
 
     async def stop(self, drain: float = 10.0) -> None:
@@ -195,14 +207,37 @@ class Engine:
         incident.timeline.append(TimelineEntry(at, "resolved", f"by {by}", {"by": by}))
         self.handle(IncidentEvent(IncidentChange.RESOLVED, at, incident))
 
-    def approve(self, incident_id: str, statement_id: str, text_sha256: str, by: str) -> None:
+    def approvers(self, incident_id: str, statement_id: str) -> list[str]:
+        """The person ids allowed to approve a statement (its approver, resolved)."""
+        incident = self._incident(incident_id)
+        st = self._statement(incident_id, statement_id)
+        people = self.roster.expand(st.approver, incident.roles, self.clock.now())
+        return [p.id for p in people if not p.id.startswith("team:")]
+
+    def approve(
+        self,
+        incident_id: str,
+        statement_id: str,
+        text_sha256: str,
+        by: str,
+        *,
+        force: bool = False,
+    ) -> None:
         """Approve the exact text whose SHA-256 is given (12+ leading hex digits suffice).
 
         A mismatch means the text changed since the approver read it; the
         approval is refused rather than applied to words nobody approved.
+        Only the statement's approvers may approve, unless ``force`` (an
+        administrator, a drill) — recorded either way.
         """
         incident = self._incident(incident_id)
         at = self.clock.now()
+        allowed = self.approvers(incident_id, statement_id)
+        if not force and by not in allowed:
+            raise ApprovalError(
+                f"{by} may not approve statement {statement_id} "
+                f"(approvers: {', '.join(allowed) or 'none'})"
+            )
         with self.store.transaction():
             st = self._statement(incident_id, statement_id)
             if st.status != "pending":
@@ -218,7 +253,7 @@ class Engine:
                 at,
                 "approval_granted",
                 f"statement {st.sid} approved by {by}",
-                {"sid": st.sid, "sha256": st.sha256, "by": by},
+                {"sid": st.sid, "sha256": st.sha256, "by": by, "forced": force},
             )
             self._post(incident, st, at)
             self._save(incident)

@@ -121,6 +121,18 @@ async def test_editing_voids_the_approval_of_the_old_text(h):
     assert len(requests) == 2 and new_text in requests[1].body  # re-requested with new text
 
 
+async def test_only_the_approver_may_approve(h):
+    h.feed(anomaly(T0, terms=("recall",)))
+    (st,) = h.engine.statements(INCIDENT)
+    assert h.engine.approvers(INCIDENT, st.sid) == ["grace"]
+    with pytest.raises(ApprovalError, match="may not approve"):
+        h.engine.approve(INCIDENT, st.sid, st.sha256, by="alice")
+    h.engine.approve(INCIDENT, st.sid, st.sha256, by="erin", force=True)
+    approval = entries(h, "approval_granted")[0]
+    assert approval[3] == "statement holding approved by erin"
+    assert h.engine.statements(INCIDENT)[0].status == "posted"
+
+
 async def test_approve_refuses_a_too_short_digest(h):
     h.feed(anomaly(T0, terms=("recall",)))
     (st,) = h.engine.statements(INCIDENT)
