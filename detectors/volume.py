@@ -1,10 +1,11 @@
-"""Seasonal negative-binomial × record detector for mention counts (``volume``, ``negative_volume``)."""
+"""Seasonal negative binomial × record detector for counts (``volume``, ``negative_volume``)."""
 
 from __future__ import annotations
 
 import math
 
 from detectors._stats import P_FLOOR, nb_quantile, nb_upper_midp, normal_sf
+from detectors._window import Hold, Record
 from detectors.base import Band
 
 __all__ = ["SeasonalCountDetector"]
@@ -85,6 +86,10 @@ class SeasonalCountDetector:
         Winsorising bound, in standard deviations above the expectation.
     slots
         Knots of the daily profile (linearly interpolated).
+    min_count
+        The floor: a bucket with fewer counts never alerts (score 0). Used
+        for negative volume, where three angry mentions at 4 a.m. should page
+        nobody however unusual they are.
 
     Examples
     --------
@@ -100,7 +105,7 @@ class SeasonalCountDetector:
     >>> det.warm
     True
     >>> t += 300
-    >>> det.score_one(t, 21) < 0.9, det.score_one(t, 80) > 0.9999
+    >>> det.score_one(t, 21) < 0.9, det.score_one(t, 80) > 0.999
     (True, True)
     >>> round(det.band(t, 0.001).expected)
     20
@@ -126,8 +131,10 @@ class SeasonalCountDetector:
         min_dispersion: float = 0.02,
         clip_z: float = 3.0,
         slots: int = 24,
+        min_count: float = 0.0,
     ) -> None:
         self.bucket = float(bucket)
+        self.min_count = min_count
         self.warmup = float(warmup)
         self.slots = int(slots)
         self.a_level = _alpha(bucket, level_half_life)
@@ -142,14 +149,13 @@ class SeasonalCountDetector:
         self.clip_z = clip_z
         self.record_cap = record_cap
         self.tail_index = tail_index
-        self.hold_s = -math.log(hold_p)
         # block = one hour of buckets (at least one bucket)
         self.blk = max(1, round(HOUR / bucket))
         self.k = self.blk  # buckets in the one-hour sum
         n_blocks = max(1, round(record_window / (self.blk * bucket)))
-        self.rec1 = _Record(n_blocks, self.blk)
-        self.rec_h = _Record(n_blocks, self.blk)
-        self.hold = _Record(max(1, round(hold / (self.blk * bucket))), self.blk)
+        self.rec1 = Record(n_blocks, self.blk)
+        self.rec_h = Record(n_blocks, self.blk)
+        self.hold = Hold(bucket=bucket, hold=hold, hold_p=hold_p)
         # seasonal model state
         self.n = 0
         self.lvl_num = 0.0  # EW Σ x      (level = lvl_num / lvl_den)
@@ -239,11 +245,9 @@ class SeasonalCountDetector:
             return 0.0
         ev = self._evaluate(t, x)
         self._cache = (t, x, ev)
-        p = ev[3]
-        s = -math.log(p if p > 1e-300 else 1e-300)
-        peak = self.hold.peak()
-        if peak >= self.hold_s and s <= peak:
-            return 0.0  # P(this | a bigger surprise already seen) = 1: no news
+        if x < self.min_count:
+            return 0.0
+        p = self.hold.gate(ev[3])
         return 1.0 - (p if p > P_FLOOR else P_FLOOR)
 
     def learn_one(self, t: float, x: float, n: float = 1.0) -> None:
@@ -263,7 +267,7 @@ class SeasonalCountDetector:
             self.ring_sum = hsum - self.ring[j]
             self.ring[j] = x
             self.ring_i = j + 1 if j + 2 < self.k else 0
-        self.hold.push(-math.log(p if p > 1e-300 else 1e-300) if warm else 0.0)
+        self.hold.push(p if warm else 1.0)
         # winsorise: the storm must not become the baseline
         if self.n >= 12:
             cap = mu + self.clip_z * math.sqrt(mu + phi * mu * mu) + 1.0
@@ -343,57 +347,3 @@ def _nb_tail(x: float, mu: float, phi: float) -> float:
         p = normal_sf((x - mu + 0.5) / sd)
         return p if p < 1.0 else 1.0
     return nb_upper_midp(x, mu, phi)
-
-
-class _Record:
-    """Running maximum of a value over a sliding window, kept as block maxima.
-
-    ``n_blocks`` blocks of ``blk`` pushes each: memory is ``n_blocks`` floats
-    whatever the bucket length, and the window maximum is recomputed once per
-    block, so a push costs a comparison.
-    """
-
-    __slots__ = ("blk", "blocks", "count", "cur", "filled", "i", "past")
-
-    def __init__(self, n_blocks: int, blk: int) -> None:
-        self.blk = blk
-        self.blocks = [0.0] * n_blocks
-        self.i = 0  # next block slot
-        self.filled = 0  # completed blocks
-        self.cur = 0.0  # max of the current block so far
-        self.count = 0  # pushes into the current block
-        self.past = 0.0  # max over completed blocks
-
-    def __getstate__(self) -> tuple:
-        return (self.blk, self.blocks, self.count, self.cur, self.filled, self.i, self.past)
-
-    def __setstate__(self, state: tuple) -> None:
-        (self.blk, self.blocks, self.count, self.cur, self.filled, self.i, self.past) = state
-
-    def peak(self) -> float:
-        """Maximum over the window (completed blocks and the current one)."""
-        return self.past if self.past > self.cur else self.cur
-
-    def tail(self, x: float, alpha: float) -> float:
-        """``P(X ≥ x)``: ``1/(N + 1)`` at the window maximum, Pareto beyond and below."""
-        n = self.filled * self.blk + self.count
-        if n == 0:
-            return 1.0
-        m = self.peak()
-        r = (m + 1.0) / (x + 1.0)
-        p = r**alpha / (n + 1.0)
-        return p if p < 1.0 else 1.0
-
-    def push(self, x: float) -> None:
-        if self.count == 0 or x > self.cur:
-            self.cur = x
-        self.count += 1
-        if self.count >= self.blk:
-            self.blocks[self.i] = self.cur
-            self.i = (self.i + 1) % len(self.blocks)
-            if self.filled < len(self.blocks):
-                self.filled += 1
-            self.past = max(self.blocks[: self.filled]) if self.filled < len(self.blocks) else max(
-                self.blocks)
-            self.cur = 0.0
-            self.count = 0

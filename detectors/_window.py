@@ -1,0 +1,104 @@
+"""Bounded sliding-window state shared by the detectors."""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["Hold", "Record"]
+
+
+class Record:
+    """Running maximum of a value over a sliding window, kept as block maxima.
+
+    ``n_blocks`` blocks of ``blk`` pushes each: memory is ``n_blocks`` floats
+    whatever the bucket length, and the window maximum is recomputed once per
+    block, so a push costs a comparison.
+    """
+
+    __slots__ = ("blk", "blocks", "count", "cur", "filled", "i", "past")
+
+    def __init__(self, n_blocks: int, blk: int) -> None:
+        self.blk = blk
+        self.blocks = [0.0] * n_blocks
+        self.i = 0  # next block slot
+        self.filled = 0  # completed blocks
+        self.cur = 0.0  # max of the current block so far
+        self.count = 0  # pushes into the current block
+        self.past = 0.0  # max over completed blocks
+
+    def __getstate__(self) -> tuple:
+        return (self.blk, self.blocks, self.count, self.cur, self.filled, self.i, self.past)
+
+    def __setstate__(self, state: tuple) -> None:
+        (self.blk, self.blocks, self.count, self.cur, self.filled, self.i, self.past) = state
+
+    def peak(self) -> float:
+        """Maximum over the window (completed blocks and the current one)."""
+        return self.past if self.past > self.cur else self.cur
+
+    def tail(self, x: float, alpha: float) -> float:
+        """``P(X ≥ x)``: ``1/(N + 1)`` at the window maximum, Pareto beyond and below."""
+        n = self.filled * self.blk + self.count
+        if n == 0:
+            return 1.0
+        m = self.peak()
+        r = (m + 1.0) / (x + 1.0)
+        p = r**alpha / (n + 1.0)
+        return p if p < 1.0 else 1.0
+
+    def push(self, x: float) -> None:
+        if self.count == 0 or x > self.cur:
+            self.cur = x
+        self.count += 1
+        if self.count >= self.blk:
+            self.blocks[self.i] = self.cur
+            self.i = (self.i + 1) % len(self.blocks)
+            if self.filled < len(self.blocks):
+                self.filled += 1
+            self.past = max(self.blocks[: self.filled]) if self.filled < len(self.blocks) else max(
+                self.blocks)
+            self.cur = 0.0
+            self.count = 0
+
+
+class Hold:
+    """One alert per excursion: after a surprising bucket, only escalations score.
+
+    Why: a storm lasts hours; the pipeline should hear about it once, when it
+    starts, and again only if it gets worse. After a bucket with tail
+    probability below ``hold_p``, for ``hold`` seconds a bucket keeps its
+    score only if it is more surprising than every bucket since; otherwise
+    the conditional probability of seeing it, given the bigger surprise
+    already seen, is 1 and the score is 0. Calibration is untouched below
+    ``hold_p``-level surprises, which are rare on normal traffic.
+
+    Examples
+    --------
+    >>> h = Hold(bucket=300, hold=3600, hold_p=1e-3)
+    >>> h.gate(1e-6), h.push(1e-6), h.gate(1e-5), h.gate(1e-8)
+    (1e-06, None, 1.0, 1e-08)
+    """
+
+    __slots__ = ("rec", "surprise")
+
+    def __init__(self, *, bucket: float, hold: float, hold_p: float) -> None:
+        blk = max(1, round(3600.0 / bucket))
+        self.rec = Record(max(1, round(hold / (blk * bucket))), blk)
+        self.surprise = -math.log(hold_p)
+
+    def __getstate__(self) -> tuple:
+        return (self.rec, self.surprise)
+
+    def __setstate__(self, state: tuple) -> None:
+        self.rec, self.surprise = state
+
+    def gate(self, p: float) -> float:
+        """``p`` if it is news, 1 if a bigger surprise is held."""
+        peak = self.rec.peak()
+        if peak >= self.surprise and -math.log(p if p > 1e-300 else 1e-300) <= peak:
+            return 1.0
+        return p
+
+    def push(self, p: float) -> None:
+        """Record the (ungated) tail probability of the bucket just learnt."""
+        self.rec.push(-math.log(p if p > 1e-300 else 1e-300))
