@@ -112,6 +112,13 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return playbook.schema_command(args.write)
 
 
+def cmd_silence(args: argparse.Namespace) -> int:
+    """Add, list or remove silences (``daemon.silences``)."""
+    from daemon import silences
+
+    return silences.command(args, _load(args.config))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -145,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     drill_arguments(add("drill", cmd_drill, "rehearse a playbook on a simulated clock"))
     p = add("schema", cmd_schema, "print the playbook JSON Schema")
     p.add_argument("--write", metavar="DIR", help="write DIR/playbook.schema.json instead")
+    from daemon.silences import add_arguments as silence_arguments
+
+    silence_arguments(add("silence", cmd_silence, "silence incidents for a planned event"))
     return parser
 
 

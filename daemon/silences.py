@@ -8,11 +8,16 @@ nothing disappears unseen. Silences are stored, so they survive restarts.
 
 from __future__ import annotations
 
+import argparse
 import fnmatch
+import time
 import uuid
 
+from daemon.config import Config, parse_duration
 from daemon.domain import Anomaly
+from daemon.roster import parse_instant
 from daemon.store import SilenceRow, Store
+from daemon.templating import stamp
 
 Silence = SilenceRow
 
@@ -23,6 +28,11 @@ class Silences:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._cache: list[Silence] = store.silences()
+        self._version = self._data_version()
+
+    def _data_version(self) -> int:
+        """SQLite's counter of commits by *other* connections (``crisisd silence add``)."""
+        return int(self.store.db.execute("PRAGMA data_version").fetchone()[0])
 
     def add(
         self,
@@ -69,6 +79,10 @@ class Silences:
     def matches(self, anomaly: Anomaly) -> Silence | None:
         """The silence covering ``anomaly`` at its event time, counting the suppression."""
         at = anomaly.end
+        version = self._data_version()
+        if version != self._version:  # another process changed the silences
+            self._version = version
+            self._cache = self.store.silences()
         for silence in self._cache:
             if (
                 silence.start <= at < silence.end
@@ -82,3 +96,60 @@ class Silences:
         return None
 
     __call__ = matches
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``crisisd silence add|list|remove`` (registered by ``daemon.cli``)."""
+    sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add = sub.add_parser("add", help="silence a brand/channel/signal for a time span")
+    add.add_argument("--brand", default="*", help="brand glob (default: every brand)")
+    add.add_argument("--channel", default="*", help="channel glob")
+    add.add_argument("--signal", default="*", help="signal glob, e.g. volume or term:*")
+    add.add_argument("--start", default="now", help="ISO date-time, default now")
+    span = add.add_mutually_exclusive_group(required=True)
+    span.add_argument("--end", help="ISO date-time")
+    span.add_argument("--for", dest="duration", help="a duration such as 2h")
+    add.add_argument("--reason", default="", help="why (a product launch, maintenance)")
+    add.add_argument("--by", default="", help="who")
+    sub.add_parser("list", help="list silences with their suppressed counts")
+    remove = sub.add_parser("remove", help="end a silence now")
+    remove.add_argument("id")
+
+
+def command(args: argparse.Namespace, config: Config) -> int:
+    """Run ``crisisd silence`` against the state directory's store."""
+    store = Store.in_dir(config.state_dir)
+    silences = Silences(store)
+    try:
+        if args.action == "add":
+            now = time.time()
+            start = now if args.start == "now" else parse_instant(args.start)
+            end = (
+                start + parse_duration(args.duration) if args.duration else parse_instant(args.end)
+            )
+            s = silences.add(
+                start,
+                end,
+                brand=args.brand,
+                channel=args.channel,
+                signal=args.signal,
+                reason=args.reason,
+                by=args.by,
+                created_at=now,
+            )
+            print(f"silence {s.id}: {s.brand}/{s.channel}/{s.signal} {stamp(start)} → {stamp(end)}")
+        elif args.action == "list":
+            for s in silences.list():
+                print(
+                    f"{s.id}  {s.brand}/{s.channel}/{s.signal}  {stamp(s.start)} → {stamp(s.end)}"
+                    f"  suppressed {s.suppressed}  {s.reason}"
+                )
+        elif not silences.remove(args.id):
+            print(f"crisisd silence: no silence {args.id!r}")
+            return 1
+    except ValueError as exc:
+        print(f"crisisd silence: {exc}")
+        return 2
+    finally:
+        store.close()
+    return 0
