@@ -119,6 +119,14 @@ def cmd_silence(args: argparse.Namespace) -> int:
     return silences.command(args, _load(args.config))
 
 
+def cmd_test_notify(args: argparse.Namespace) -> int:
+    """Send one marked test message through a configured target; show receipt or error."""
+    from daemon import testnotify
+
+    logs.setup("warning")
+    return testnotify.run(_load(args.config), args.target, to=args.to, public=args.public)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -146,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("run", cmd_run, "run the daemon: subscribe to MQTT until SIGTERM")
     add("validate", cmd_validate, "check config.yaml and report every error")
+    p = add("test-notify", cmd_test_notify, "send a test message through one delivery target")
+    p.add_argument("target", metavar="TARGET", help="a name under `targets:` in config.yaml")
+    p.add_argument("--to", metavar="ADDRESS", help="email recipient (default: the sender)")
+    p.add_argument("--public", action="store_true", help="allow a test post on a public channel")
 
     from daemon.drill import add_arguments as drill_arguments
 
