@@ -1,0 +1,79 @@
+"""Assembles the response side of the daemon: playbooks, router, silences, engine, store.
+
+The pipeline needs three things from the playbooks issue — a router for the
+incident stage, a silence filter in front of it, and a listener that runs the
+playbooks — and they must share one store and one clock. Building them in
+one place keeps ``run``, ``replay``, ``demo`` and ``drill`` wired the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from daemon import playbook
+from daemon.clock import Clock
+from daemon.config import Config
+from daemon.domain import Incident, TimelineEntry
+from daemon.engine import Engine
+from daemon.incidents import IncidentManager
+from daemon.silences import Silences
+from daemon.store import Store
+from daemon.yamlfile import Problem
+
+
+@dataclass
+class Response:
+    """The wired response side; see ``build``."""
+
+    store: Store
+    playbooks: playbook.Playbooks
+    router: playbook.PlaybookRouter
+    silences: Silences
+    engine: Engine
+    warnings: list[Problem] = field(default_factory=list)
+
+    @classmethod
+    def build(
+        cls,
+        config: Config,
+        clock: Clock,
+        on_entry: Callable[[Incident, TimelineEntry], None] | None = None,
+        *,
+        store: Store | None = None,
+        tolerant: bool = False,
+        playbooks_dir: Path | None = None,
+    ) -> Response:
+        """Load and check the playbooks and wire everything on ``clock``.
+
+        ``store`` defaults to ``<state_dir>/crisisd.sqlite`` (pass
+        ``Store(":memory:")`` for a replay that must leave nothing behind).
+        ``tolerant`` accepts people, teams and rotations missing from the
+        config (demo and replay with an empty config), collected in
+        ``warnings``. Raises ``yamlfile.FileProblems`` on invalid playbooks.
+        """
+        warnings: list[Problem] = []
+        loaded = playbook.load(
+            playbooks_dir or config.playbooks.dir, config, warnings=warnings if tolerant else None
+        )
+        store = store or Store.in_dir(config.state_dir)
+        engine = Engine(config, loaded, clock, store, on_entry)
+        return cls(
+            store, loaded, playbook.PlaybookRouter(loaded), Silences(store), engine, warnings
+        )
+
+    def restore_into(self, manager: IncidentManager) -> list[Incident]:
+        """Resume the store's open incidents in the incident manager (after a restart)."""
+        incidents = self.engine.open_incidents()
+        manager.restore(incidents, {i.id: self.router.route_of(i) for i in incidents})
+        return incidents
+
+    async def start(self) -> None:
+        """Re-arm timers and start delivering."""
+        await self.engine.start()
+
+    async def stop(self) -> None:
+        """Drain deliveries and close the store."""
+        await self.engine.stop()
+        self.store.close()
