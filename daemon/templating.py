@@ -18,7 +18,6 @@ from jinja2 import (
     BaseLoader,
     ChoiceLoader,
     DictLoader,
-    FileSystemLoader,
     StrictUndefined,
     TemplateError,
     Undefined,
@@ -70,6 +69,22 @@ DEFAULTS: dict[str, str] = {
 }
 
 
+TEMPLATE_SUFFIXES = (".j2", ".txt", ".md", ".jinja")
+
+
+def read_directory(directory: Path) -> dict[str, str]:
+    """Templates of a directory by name: ``incident-brief.j2`` is ``incident-brief``.
+
+    Read once when the playbooks load (and again on reload), so a template
+    edited mid-incident does not change messages until it has been validated.
+    """
+    out: dict[str, str] = {}
+    for path in sorted(directory.iterdir()):
+        if path.is_file() and path.suffix in TEMPLATE_SUFFIXES:
+            out[path.stem] = path.read_text(encoding="utf-8")
+    return out
+
+
 def sha256(text: str) -> str:
     """The digest an approver signs: approval is of this exact text."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -88,7 +103,7 @@ class Templates:
     def __init__(self, directory: Path | None = None) -> None:
         loaders: list[BaseLoader] = []
         if directory is not None and directory.is_dir():
-            loaders.append(FileSystemLoader(str(directory)))
+            loaders.append(DictLoader(read_directory(directory)))
         loaders.append(DictLoader(DEFAULTS))
         loader = ChoiceLoader(loaders)
         common: dict[str, Any] = {"loader": loader, "keep_trailing_newline": False}

@@ -340,3 +340,22 @@ def fuzz_config() -> config_module.Config:
             )
         )
     return _FUZZ_CONFIG[0]
+
+
+def test_templates_directory_adds_and_overrides(tmp_path):
+    write(tmp_path / "pb" / "templates", "incident-brief.j2", "Custom brief for {{ brand }}")
+    write(tmp_path / "pb" / "templates", "legal-note.j2", "Legal: {{ incident.id }}")
+    write(tmp_path / "pb" / "templates", "broken.j2", "{{ oops")
+    templates = Templates(tmp_path / "pb" / "templates")
+    assert {"incident-brief", "legal-note", "broken", "status-update"} <= templates.names()
+    context = {"brand": "acme", "incident": {"id": "i1"}}
+    assert templates.render(context, name="incident-brief") == "Custom brief for acme"
+    assert templates.render(context, name="legal-note") == "Legal: i1"
+    cfg = make_config(tmp_path)
+    write(
+        tmp_path / "pb", "a.yaml", BASE + "  - email: {to: incident_commander, template: broken}\n"
+    )
+    with pytest.raises(yamlfile.FileProblems) as info:
+        playbook.load(tmp_path / "pb", cfg)
+    (problem,) = info.value.problems
+    assert problem.line == 7 and "template 'broken' does not work" in problem.message
