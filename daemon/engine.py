@@ -16,6 +16,7 @@ and ``drill`` can print the response as it happens.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from daemon.domain import (
     IncidentChange,
     IncidentEvent,
     IncidentStatus,
+    SeriesKey,
     TimelineEntry,
 )
 from daemon.outbox import Outbox
@@ -53,6 +55,9 @@ from daemon.templating import Medium as TextMedium
 from daemon.templating import Templates, sha256, span, stamp
 
 log = structlog.get_logger("crisisd.engine")
+
+HISTORY = 120
+"""Closed buckets kept per series for the chart's lead-up (2 hours of 1-minute buckets)."""
 
 OnEntry = Callable[[Incident, TimelineEntry], None]
 
@@ -106,6 +111,7 @@ class Engine:
         self._rows: dict[str, TimerRow] = {}
         self._armed: dict[str, Timer] = {}
         self._armed_restored = False
+        self._history: dict[SeriesKey, deque[tuple[float, float, float]]] = {}
         for incident in self.store.incidents(open_only=True):
             self.incidents[incident.id] = incident
             self._stored[incident.id] = len(incident.timeline)
@@ -164,8 +170,12 @@ class Engine:
         self.incidents[incident.id] = incident
         self._stored.setdefault(incident.id, 0)
         with self.store.transaction():
-            if event.anomaly is not None:
-                a = event.anomaly
+            if event.change is IncidentChange.OPENED:
+                for point in self._history.get(incident.origin, ()):
+                    self.store.add_point(incident.id, *point)
+            a = event.anomaly
+            if a is not None and a.series == incident.origin and not self._history:
+                # Without bucket history (no observe_bucket feed) the anomalies chart it.
                 self.store.add_point(incident.id, a.end, a.volume, a.negative_share)
             if event.change is IncidentChange.OPENED:
                 self._open(incident, event.at)
@@ -179,10 +189,18 @@ class Engine:
         self.outbox.wake()
 
     def observe_bucket(self, bucket: Bucket) -> None:
-        """Record a closed bucket of an open incident's origin series (for the report chart)."""
+        """Feed every closed bucket here (a pipeline listener) for the report's chart.
+
+        The last ``HISTORY`` buckets of each series are kept in memory, so a
+        new incident's chart starts with the lead-up to the detection; while
+        an incident is open its origin series' buckets are stored with it.
+        """
+        point = (bucket.end, float(bucket.volume), bucket.negative_share)
+        history = self._history.setdefault(bucket.series, deque(maxlen=HISTORY))
+        history.append(point)
         for incident in self.open_incidents():
             if incident.origin == bucket.series:
-                self.store.add_point(incident.id, bucket.end, bucket.volume, bucket.negative_share)
+                self.store.add_point(incident.id, *point)
 
     # ------------------------------------------------------------ control (API)
 
@@ -909,7 +927,11 @@ class Engine:
         if playbook.resolve.report and self.config.playbooks.reports:
             self._save(incident)
             paths = report_module.write(
-                incident, self.store.points(incident.id), self.report_dir(), at
+                incident,
+                self.store.points(incident.id),
+                self.report_dir(),
+                at,
+                self._names(incident, at),
             )
             link = str(paths.html.resolve())
             self._entry(

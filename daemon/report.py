@@ -156,14 +156,17 @@ def evidence(incident: Incident, limit: int = 5) -> list[tuple[str, int, str, st
     return sorted(seen.values(), key=lambda m: -m[1])[:limit]
 
 
-def markdown(incident: Incident, at: float) -> str:
-    """The report as Markdown."""
+def markdown(incident: Incident, at: float, names: dict[str, str] | None = None) -> str:
+    """The report as Markdown; ``names`` maps roles to their holders' names."""
+    names = names or dict(incident.roles)
     lines = [f"# Post-crisis report: {incident.id}", ""]
     lines += ["| | |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in figures(incident, at)]
     if incident.roles:
         lines += ["", "## Roles", ""]
-        lines += [f"- **{role}**: {holder}" for role, holder in incident.roles.items()]
+        lines += [
+            f"- **{role}**: {names.get(role, holder)}" for role, holder in incident.roles.items()
+        ]
     mentions = evidence(incident)
     if mentions:
         lines += ["", "## Most-read mentions", ""]
@@ -177,12 +180,16 @@ def markdown(incident: Incident, at: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def html_report(incident: Incident, points: list[Point], at: float) -> str:
+def html_report(
+    incident: Incident, points: list[Point], at: float, names: dict[str, str] | None = None
+) -> str:
     """The report as one self-contained HTML page (inline SVG, no scripts)."""
+    names = names or dict(incident.roles)
     esc = html.escape
     rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in figures(incident, at))
     roles = "".join(
-        f"<li><b>{esc(role)}</b>: {esc(holder)}</li>" for role, holder in incident.roles.items()
+        f"<li><b>{esc(role)}</b>: {esc(names.get(role, holder))}</li>"
+        for role, holder in incident.roles.items()
     )
     mentions = "".join(
         f"<li>@{esc(author)} ({followers} followers): {esc(text)}"
@@ -212,10 +219,16 @@ def html_report(incident: Incident, points: list[Point], at: float) -> str:
     )
 
 
-def write(incident: Incident, points: list[Point], directory: Path, at: float) -> ReportPaths:
+def write(
+    incident: Incident,
+    points: list[Point],
+    directory: Path,
+    at: float,
+    names: dict[str, str] | None = None,
+) -> ReportPaths:
     """Write ``<id>.md`` and ``<id>.html`` into ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     paths = ReportPaths(directory / f"{incident.id}.md", directory / f"{incident.id}.html")
-    paths.markdown.write_text(markdown(incident, at), encoding="utf-8")
-    paths.html.write_text(html_report(incident, points, at), encoding="utf-8")
+    paths.markdown.write_text(markdown(incident, at, names), encoding="utf-8")
+    paths.html.write_text(html_report(incident, points, at, names), encoding="utf-8")
     return paths

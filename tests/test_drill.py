@@ -61,7 +61,9 @@ async def test_each_shipped_playbook_rehearses(name, shipped, tmp_path, monkeypa
     assert "OPENED" in out.getvalue() and "statement_posted" in out.getvalue()
 
 
-def test_drill_command_line(capsys):
+def test_drill_command_line(capsys, monkeypatch):
+    # logs.setup binds structlog to the captured stream, closed after this test.
+    monkeypatch.setattr("daemon.logs.setup", lambda *args, **kwargs: None)
     code = main(
         [
             "drill",

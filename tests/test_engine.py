@@ -353,3 +353,24 @@ async def test_webhook_on_resolve(tmp_path):
     await h.flush()
     assert [a.data["url"] for a in h.target.media("webhook")][-1] == "http://127.0.0.1:9/resume"
     h.close()
+
+
+async def test_report_chart_has_the_lead_up_and_names(h):
+    from daemon.domain import Bucket, SeriesKey
+
+    series = SeriesKey("acme", "twitter")
+    for minute in range(-30, 0):
+        h.engine.observe_bucket(Bucket(series, T0 + minute * 60 - 60, T0 + minute * 60, volume=20))
+    h.feed(anomaly(T0, terms=("recall",)))
+    for minute in range(1, 10):
+        h.engine.observe_bucket(
+            Bucket(series, T0 + minute * 60 - 60, T0 + minute * 60, volume=300, negative=200)
+        )
+    points = h.store.points(INCIDENT)
+    assert points[0][0] == T0 - 30 * 60 and points[-1] == (T0 + 540, 300.0, 200 / 300)
+    h.advance(T0 + 600)
+    h.engine.resolve(INCIDENT, by="alice")
+    md = (h.engine.report_dir() / f"{INCIDENT}.md").read_text()
+    assert "- **incident_commander**: Alice" in md
+    html = (h.engine.report_dir() / f"{INCIDENT}.html").read_text()
+    assert html.count("<rect") >= 40  # background + 39 buckets
