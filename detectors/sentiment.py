@@ -98,6 +98,8 @@ class SentimentDetector:
         self.ring_n = [0.0] * self.k
         self.ring_sx = [0.0] * self.k
         self.ring_i = 0
+        self.sum_n = 0.0
+        self.sum_sx = 0.0
         self._cache: tuple | None = None
 
     @property
@@ -111,8 +113,8 @@ class SentimentDetector:
         return self.last_t - self.t_first + self.bucket >= self.warmup
 
     def _pooled(self, x: float, n: float) -> tuple[float, float]:
-        pn = sum(self.ring_n) - self.ring_n[self.ring_i] + n
-        psx = sum(self.ring_sx) - self.ring_sx[self.ring_i] + x * n
+        pn = self.sum_n - self.ring_n[self.ring_i] + n
+        psx = self.sum_sx - self.ring_sx[self.ring_i] + x * n
         return pn, (psx / pn if pn > 0 else 0.0)
 
     def _p(self, x: float, n: float) -> float:
@@ -153,9 +155,13 @@ class SentimentDetector:
             self._evaluate(x, n) if warm else 1.0)
         self.hold.push(p)
         j = self.ring_i
+        self.sum_n += n - self.ring_n[j]
+        self.sum_sx += x * n - self.ring_sx[j]
         self.ring_n[j] = n
         self.ring_sx[j] = x * n
         self.ring_i = (j + 1) % self.k
+        if self.ring_i == 0:  # re-add now and then against float drift
+            self.sum_n, self.sum_sx = math.fsum(self.ring_n), math.fsum(self.ring_sx)
         self.last_t = t
         if n < self.min_volume or n <= 0:
             return

@@ -113,6 +113,8 @@ class ShareDetector:
         self.ring_x = [0.0] * self.k
         self.ring_n = [0.0] * self.k
         self.ring_i = 0
+        self.sum_x = 0.0
+        self.sum_n = 0.0
         self._cache: tuple | None = None
 
     @property
@@ -151,8 +153,8 @@ class ShareDetector:
         p = self._tail(x, n) if n >= self.min_volume else 1.0
         if self.k > 1:
             j = self.ring_i
-            pn = sum(self.ring_n) - self.ring_n[j] + n
-            px = sum(self.ring_x) - self.ring_x[j] + x
+            pn = self.sum_n - self.ring_n[j] + n
+            px = self.sum_x - self.ring_x[j] + x
             if pn >= self.min_volume:
                 pp = self._tail(px, pn)
                 p = 2.0 * min(p, pp)
@@ -180,9 +182,13 @@ class ShareDetector:
             self._evaluate(x, n) if warm else 1.0)
         self.hold.push(p)
         j = self.ring_i
+        self.sum_x += x - self.ring_x[j]
+        self.sum_n += n - self.ring_n[j]
         self.ring_x[j] = x
         self.ring_n[j] = n
         self.ring_i = (j + 1) % self.k
+        if self.ring_i == 0:  # re-add now and then against float drift
+            self.sum_x, self.sum_n = math.fsum(self.ring_x), math.fsum(self.ring_n)
         self.last_t = t
         if n < self.min_volume or n <= 0:
             return

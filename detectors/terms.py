@@ -227,9 +227,11 @@ class TermDetector:
         self.den = 0.0  # forward-decayed Σ volume
         self.num: dict[str, float] = {}  # term -> forward-decayed Σ count
         self.alerts: dict[str, tuple[float, float]] = {}  # term -> (time, surprise) of last alert
+        self._cache: tuple | None = None
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
+        state["_cache"] = None
         if self.lexicon is _DEFAULT:
             state["lexicon"] = None  # the shipped lexicon is reloaded, not pickled per series
         return state
@@ -274,10 +276,11 @@ class TermDetector:
         for w, c in cands:
             category = cat.get(w)
             e = self.expected(w, volume)
-            if category is not None:
-                p = nb_upper_midp(c, e, self.lexicon_dispersion) * n_lex
-            else:
-                p = nb_upper_midp(c, e, self.term_dispersion) * n_all
+            phi, mult = ((self.lexicon_dispersion, n_lex) if category is not None
+                         else (self.term_dispersion, n_all))
+            if c - e < 2.0 * math.sqrt(e + phi * e * e):
+                continue  # under two standard deviations: never near an alert
+            p = nb_upper_midp(c, e, phi) * mult
             if p >= 1.0:
                 continue
             s = -math.log(p if p > 1e-300 else 1e-300)
@@ -289,6 +292,7 @@ class TermDetector:
                 out.append(TermScore(term=w, category=category, observed=int(c), expected=e,
                                      score=score))
         out.sort(key=lambda ts: ts.score, reverse=True)
+        self._cache = ((t, id(terms), volume), out)
         return out
 
     def learn_terms(self, t: float, terms: dict[str, int], volume: int) -> None:
@@ -299,7 +303,11 @@ class TermDetector:
         self.last_t = t
         g = self._g(t)
         if warm:  # remember this bucket's alerts for the hold
-            for ts in self.score_terms(t, terms, volume):
+            c = self._cache
+            scored = c[1] if c is not None and c[0] == (t, id(terms), volume) else (
+                self.score_terms(t, terms, volume))
+            self._cache = None
+            for ts in scored:
                 self.alerts[ts.term] = (t, -math.log(max(1.0 - ts.score, 1e-300)))
             if len(self.alerts) > 64:
                 self.alerts = {w: a for w, a in self.alerts.items() if t - a[0] < self.hold}
