@@ -142,6 +142,9 @@ def _unsent(exc: Exception) -> bool:
 class HttpTarget:
     """Base of the HTTP integrations: one pooled client, one error policy.
 
+    The environment is honoured (``HTTPS_PROXY``, ``NO_PROXY``, ``SSL_CERT_FILE``),
+    as operators behind a corporate proxy expect.
+
     Pages, chat and webhooks reuse a pooled connection. A public post gets a
     fresh connection: a keep-alive connection the server closed in between
     would fail as "disconnected after sending" and flag a post as unknown for
@@ -164,8 +167,7 @@ class HttpTarget:
         return httpx.AsyncClient(
             timeout=httpx.Timeout(self.timeout),
             headers={"User-Agent": USER_AGENT},
-            follow_redirects=False,
-            trust_env=False,
+            follow_redirects=False,  # a redirect must not carry a token to another host
         )
 
     async def aclose(self) -> None:

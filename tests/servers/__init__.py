@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -11,6 +12,9 @@ import structlog
 
 from daemon.actions import Action
 from daemon.config import TargetConfig
+
+# The targets honour proxy variables; test traffic must stay on loopback whatever is set.
+os.environ["NO_PROXY"] = ",".join(filter(None, [os.environ.get("NO_PROXY"), "127.0.0.1"]))
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 
