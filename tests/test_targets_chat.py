@@ -153,3 +153,12 @@ async def test_webhook_without_url_is_permanent():
     target = WebhookTarget("hook", target_config(type="webhook"))
     with pytest.raises(PermanentError, match="no URL"):
         await target.deliver(make_action("chat"))
+
+
+@pytest.mark.parametrize("kind", ["slack", "teams"])
+async def test_secret_that_is_not_a_url_is_permanent_and_not_echoed(kind, monkeypatch):
+    monkeypatch.setenv(f"CRISISD_TARGET_{kind.upper()}_SECRET", "xoxb-NOT-A-URL-SECRET")
+    cls = {"slack": SlackTarget, "teams": TeamsTarget}[kind]
+    with pytest.raises(PermanentError, match="not a webhook URL") as err:
+        await cls(kind, target_config(type=kind)).deliver(make_action("chat"))
+    assert "SECRET" not in str(err.value)

@@ -12,6 +12,7 @@ from servers.http import HttpStub, Reply
 from servers.smtp import SmtpStub
 
 from daemon import config as config_mod
+from daemon.actions import PermanentError
 from daemon.testnotify import Refused, send
 
 TOKEN = "pd-routing-key-0123456789abcdef"
@@ -69,13 +70,13 @@ async def test_cli_prints_the_exact_error_and_exits_1(stub, tmp_path):
     assert TOKEN not in out + err
 
 
-async def test_cli_unknown_target_and_missing_secret(tmp_path):
-    cfg = write_config(tmp_path, "targets:\n  pd:\n    type: pagerduty\n")
-    code, _, err = await crisisd("test-notify", "nope", "-c", str(cfg))
-    assert code == 1 and "no target named 'nope'" in err and "pd" in err
-    code, _, err = await crisisd("test-notify", "pd", "-c", str(cfg),
-                                 env={"CRISISD_TARGET_PD_SECRET": ""})
-    assert code == 1 and "CRISISD_TARGET_PD_SECRET" in err
+async def test_unknown_target_and_missing_secret(tmp_path, monkeypatch):
+    monkeypatch.setenv("CRISISD_TARGET_PD_SECRET", "")
+    config = config_mod.load(write_config(tmp_path, "targets:\n  pd:\n    type: pagerduty\n"))
+    with pytest.raises(Refused, match=r"no target named 'nope'.*configured: pd"):
+        await send(config, "nope")
+    with pytest.raises(PermanentError, match="CRISISD_TARGET_PD_SECRET"):
+        await send(config, "pd")  # fails before any request leaves
 
 
 async def test_public_post_needs_public_flag(stub, tmp_path, monkeypatch):

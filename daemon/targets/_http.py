@@ -200,6 +200,8 @@ class HttpTarget:
                 if self._client is None:
                     self._client = self._new_client()
                 response = await self._client.request(method, url, **kwargs)
+        except httpx.InvalidURL:
+            raise PermanentError(f"{self.name}: invalid URL for {where}") from None
         except httpx.HTTPError as exc:
             raise self._transport_error(action, exc, where, secrets) from None
         self.check(action, response, where, secrets)
@@ -209,7 +211,9 @@ class HttpTarget:
         self, action: Action, exc: httpx.HTTPError, where: str, secrets: tuple[str | None, ...]
     ) -> DeliveryError:
         what = redact(f"{type(exc).__name__}: {exc}", *secrets) if str(exc) else type(exc).__name__
-        if _unsent(exc):
+        if isinstance(exc, httpx.LocalProtocolError | httpx.UnsupportedProtocol):
+            return PermanentError(f"{self.name}: {where}: request not sendable ({what})")
+        if _unsent(exc) or isinstance(exc, httpx.ProxyError):
             return RetryableError(f"{self.name}: {where} not reached ({what})")
         if isinstance(exc, httpx.TransportError):
             msg = f"{self.name}: {where} sent, no answer ({what})"
@@ -247,8 +251,22 @@ class HttpTarget:
 
 def _short(url: str) -> str:
     """``host/path`` of a URL without its query (where a token could sit)."""
-    parsed = httpx.URL(url)
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        return "an invalid URL"
     return f"{parsed.host}{':' + str(parsed.port) if parsed.port else ''}{parsed.path}"
+
+
+def secret_url(name: str, url: str) -> tuple[str, str]:
+    """(url, host) of a webhook URL that is itself the secret; errors never show it."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        parsed = None
+    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
+        raise PermanentError(f"{name}: the secret is not a webhook URL (expected https://…)")
+    return url, parsed.host
 
 
 def clip(text: str, limit: int) -> str:

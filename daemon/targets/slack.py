@@ -13,11 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
-
 from daemon.actions import Action, Receipt
 from daemon.config import TargetConfig
-from daemon.targets._http import HttpTarget, clip
+from daemon.targets._http import HttpTarget, clip, secret_url
 
 HEADER_MAX = 150
 SECTION_MAX = 3000
@@ -82,9 +80,7 @@ class SlackTarget(HttpTarget):
 
     async def deliver(self, action: Action) -> Receipt:
         """POST the message; Slack answers ``ok``, 429 carries ``Retry-After``."""
-        url = self.secret()
-        assert url is not None
-        host = httpx.URL(url).host
+        url, host = secret_url(self.name, self.secret() or "")
         response = await self.request(
             action, "POST", url, json=message(action), secrets=(url,), where=f"slack webhook {host}"
         )

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
-
 from daemon.actions import Action, Receipt
 from daemon.config import TargetConfig
-from daemon.targets._http import HttpTarget, clip
+from daemon.targets._http import HttpTarget, clip, secret_url
 from daemon.targets.slack import title
 
 CARD_VERSION = "1.4"
@@ -70,9 +68,7 @@ class TeamsTarget(HttpTarget):
 
     async def deliver(self, action: Action) -> Receipt:
         """POST the card; the workflow answers 202 Accepted."""
-        url = self.secret()
-        assert url is not None
-        host = httpx.URL(url).host
+        url, host = secret_url(self.name, self.secret() or "")
         response = await self.request(
             action, "POST", url, json=message(action), secrets=(url,),
             where=f"teams workflow {host}",
