@@ -36,9 +36,14 @@ class Record:
         """Maximum over the window (completed blocks and the current one)."""
         return self.past if self.past > self.cur else self.cur
 
-    def tail(self, x: float, alpha: float) -> float:
-        """``P(X ≥ x)``: ``1/(N + 1)`` at the window maximum, Pareto beyond and below."""
-        n = self.filled * self.blk + self.count
+    def tail(self, x: float, alpha: float, per: float = 1.0) -> float:
+        """``P(X ≥ x)``: ``1/(N + 1)`` at the window maximum, Pareto beyond and below.
+
+        ``N`` is the number of values pushed, divided by ``per`` when they are
+        sliding sums overlapping ``per`` pushes each (so ``N`` counts
+        independent-ish periods, not buckets).
+        """
+        n = (self.filled * self.blk + self.count) / per
         if n == 0:
             return 1.0
         m = self.peak()
@@ -102,3 +107,35 @@ class Hold:
     def push(self, p: float) -> None:
         """Record the (ungated) tail probability of the bucket just learnt."""
         self.rec.push(-math.log(p if p > 1e-300 else 1e-300))
+
+
+def record_gate(p_model: float, x: float, sd: float, rec: Record, cap: float) -> float:
+    """Tail probability that also asks whether ``x`` beats the window's record.
+
+    Why: per-bucket tail probabilities of 1e-3 happen a few times a day at
+    one-minute buckets, however well calibrated; a crisis also takes a
+    signal past anything it did in the last days. Down to ``cap`` the model's
+    ``p`` is returned unchanged (calibrated); deeper, ``p`` is the larger of
+    the model's and the record's: ``1/(N + 1)`` at the maximum of the last
+    ``N`` values, decaying exponentially with the excess over it in model
+    standard deviations ``sd``.
+
+    Examples
+    --------
+    >>> r = Record(4, 1)
+    >>> for v in (0.1, 0.2, 0.15): r.push(v)
+    >>> record_gate(1e-9, 0.18, 0.01, r, 1e-2)    # extreme for the model, no record
+    0.01
+    >>> record_gate(1e-9, 0.35, 0.01, r, 1e-2) < 1e-5    # far past the record
+    True
+    """
+    if p_model >= cap:
+        return p_model
+    n = rec.filled * rec.blk + rec.count
+    if n == 0:
+        return p_model
+    e = (rec.peak() - x) / sd
+    p_rec = math.exp(e if e < 700.0 else 700.0) / (n + 1.0)
+    if p_rec > cap:
+        p_rec = cap
+    return p_rec if p_rec > p_model else p_model

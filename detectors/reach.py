@@ -19,10 +19,13 @@ class ReachDetector:
     counts are heavy-tailed (roughly Zipf), so a mean and a standard deviation
     mean nothing here; this is an extreme-value test instead. Over the last
     ``window`` seconds of buckets that had a negative mention the largest
-    follower count ``M`` is kept (as hourly block maxima); a new value beats
-    the maximum of the ``N`` before it with probability ``1/(N + 1)``, and
+    follower count ``M`` is kept (as hourly block maxima); a new hourly
+    maximum beats the ``N`` before it with probability ``1/(N + 1)``, and
     beyond it the tail is Pareto with index ``tail_index``:
-    ``p = ((M + 1)/(x + 1))^α / (N + 1)``.
+    ``p = ((M + 1)/(x + 1))^α / (N + 1)``, ``N`` counted in hours so the
+    score does not depend on the bucket length. With the default week and
+    ``α = 1`` an account must be about six times bigger than any negative
+    poster of the week to reach ``p = 1e-3``.
 
     Accounts below ``min_followers`` never alert (the floor), nor do buckets
     without a negative mention (``x = 0``, which is not learnt either).
@@ -52,7 +55,7 @@ class ReachDetector:
     ...     det.learn_one(t, x)
     >>> det.score_one(t + 300, 2000) < 0.99
     True
-    >>> det.score_one(t + 300, 5_000_000) > 0.9999
+    >>> det.score_one(t + 300, 5_000_000) > 0.999
     True
     """
 
@@ -63,7 +66,7 @@ class ReachDetector:
         warmup: float = DAY,
         window: float = 7 * DAY,
         tail_index: float = 1.0,
-        min_followers: float = 10_000,
+        min_followers: float = 50_000,
         hold: float = 6 * 3600.0,
         hold_p: float = 1e-3,
     ) -> None:
@@ -88,7 +91,7 @@ class ReachDetector:
     def _evaluate(self, x: float) -> float:
         if x < self.min_followers:
             return 1.0
-        return self.rec.tail(x, self.tail_index)
+        return self.rec.tail(x, self.tail_index, self.rec.blk)
 
     def pvalue(self, t: float, x: float, n: float = 1.0) -> float:
         """Tail probability of the bucket's largest negative audience, no hold."""

@@ -98,7 +98,7 @@ def severity_for(score: float, threshold: float) -> Severity | None:
     """
     if score < threshold:
         return None
-    p, p_t = 1.0 - score, 1.0 - threshold
+    p, p_t = 1.0 - score, (1.0 - threshold) * (1.0 + 1e-6)  # tolerate 1 − x rounding
     if p <= p_t / CRITICAL_FACTOR:
         return "critical"
     if p <= p_t / HIGH_FACTOR:

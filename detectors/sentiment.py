@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from detectors._stats import P_FLOOR, normal_isf, normal_sf
-from detectors._window import Hold
+from detectors._window import Hold, Record, record_gate
 from detectors.base import Band
 
 __all__ = ["SentimentDetector"]
@@ -29,7 +29,10 @@ class SentimentDetector:
     scales are tested, the bucket and the pooled last ``window`` seconds
     (Bonferroni: twice the smaller tail probability); the pooled one catches
     the slow burn. Only the lower tail alerts: a positive swing (a launch) is
-    not a crisis.
+    not a crisis. Deeper than ``record_cap`` a mean must also be lower than
+    any of the last ``record_window`` seconds (see
+    :func:`detectors._window.record_gate`), so a calibrated 1e-3, which
+    happens daily at one-minute buckets, does not page on its own.
 
     The baseline mean and spreads are exponentially weighted and learnt from
     winsorised values (a storm is not absorbed). Buckets, and windows, with
@@ -61,7 +64,7 @@ class SentimentDetector:
     ...     det.learn_one(t, sum(xs) / 30, 30)
     >>> det.score_one(t + 300, 0.1, 30) < 0.9
     True
-    >>> det.score_one(t + 300, -0.3, 30) > 0.9999     # a sharp turn negative
+    >>> det.score_one(t + 300, -0.3, 30) > 0.999     # a sharp turn negative
     True
     >>> det.score_one(t + 300, -0.9, 3)                # too few mentions to judge
     0.0
@@ -78,8 +81,15 @@ class SentimentDetector:
         hold: float = 6 * 3600.0,
         hold_p: float = 1e-3,
         clip_z: float = 3.0,
+        record_window: float = 5 * DAY,
+        record_cap: float = 1e-2,
     ) -> None:
         self.bucket = float(bucket)
+        blk = max(1, round(3600.0 / bucket))
+        n_blocks = max(1, round(record_window / (blk * bucket)))
+        self.rec1 = Record(n_blocks, blk)  # negated bucket means (above the floor)
+        self.rec_p = Record(n_blocks, blk)  # negated pooled means
+        self.record_cap = record_cap
         self.warmup = float(warmup)
         self.min_volume = int(min_volume)
         self.a = _alpha(bucket, half_life)
@@ -117,19 +127,21 @@ class SentimentDetector:
         psx = self.sum_sx - self.ring_sx[self.ring_i] + x * n
         return pn, (psx / pn if pn > 0 else 0.0)
 
-    def _p(self, x: float, n: float) -> float:
-        """Lower tail probability of a mean of ``n`` mentions equal to ``x``."""
-        sd = math.sqrt(self.s2 / n + self.tau2)
-        return normal_sf((self.m - x) / sd)
+    def _p(self, x: float, var: float, rec: Record) -> float:
+        """Lower tail probability of a mean ``x`` with variance ``var``, record-gated."""
+        sd = math.sqrt(var)
+        z = (self.m - x) / sd
+        if z < 1.0:
+            return normal_sf(z)
+        return record_gate(normal_sf(z), -x, sd, rec, self.record_cap)
 
     def _evaluate(self, x: float, n: float) -> float:
-        p = self._p(x, n) if n >= self.min_volume else 1.0
+        p = self._p(x, self.s2 / n + self.tau2, self.rec1) if n >= self.min_volume else 1.0
         if self.k > 1:
             pn, px = self._pooled(x, n)
             if pn >= self.min_volume:
                 # the pooled mean: drift variance shrinks less than 1/k when buckets co-move
-                sd = math.sqrt(self.s2 / pn + self.tau2 / min(self.k, 3))
-                pp = normal_sf((self.m - px) / sd)
+                pp = self._p(px, self.s2 / pn + self.tau2 / min(self.k, 3), self.rec_p)
                 p = 2.0 * min(p, pp)
         return p if p < 1.0 else 1.0
 
@@ -154,6 +166,11 @@ class SentimentDetector:
         p = c[3] if c is not None and c[:3] == (t, x, n) else (
             self._evaluate(x, n) if warm else 1.0)
         self.hold.push(p)
+        if n >= self.min_volume:
+            self.rec1.push(-x)
+        pn, px = self._pooled(x, n)
+        if self.k > 1 and pn >= self.min_volume:
+            self.rec_p.push(-px)
         j = self.ring_i
         self.sum_n += n - self.ring_n[j]
         self.sum_sx += x * n - self.ring_sx[j]

@@ -7,7 +7,7 @@ import math
 from scipy.special import betainc as _betainc
 
 from detectors._stats import P_FLOOR, normal_isf, normal_sf
-from detectors._window import Hold
+from detectors._window import Hold, Record, record_gate
 from detectors.base import Band
 
 __all__ = ["ShareDetector"]
@@ -47,7 +47,11 @@ class ShareDetector:
     residuals. The tail probability uses a binomial with the effective
     sample size ``n / (1 + (n − 1)ρ)``. A second, pooled scale (the last
     ``window`` seconds) catches a share that creeps up for hours
-    (Bonferroni: twice the smaller tail probability).
+    (Bonferroni: twice the smaller tail probability). Deeper than
+    ``record_cap`` a share must also beat the highest share of the last
+    ``record_window`` seconds (see :func:`detectors._window.record_gate`):
+    a calibrated 1e-3 happens daily at one-minute buckets, a five-day record
+    of negativity does not.
 
     The floor: a bucket (or window) with fewer than ``min_volume`` mentions is
     not scored (score 0), however negative: three angry mentions at 4 a.m.
@@ -95,8 +99,15 @@ class ShareDetector:
         hold: float = 6 * 3600.0,
         hold_p: float = 1e-3,
         clip_z: float = 3.0,
+        record_window: float = 5 * DAY,
+        record_cap: float = 1e-2,
     ) -> None:
         self.bucket = float(bucket)
+        blk = max(1, round(3600.0 / bucket))
+        n_blocks = max(1, round(record_window / (blk * bucket)))
+        self.rec1 = Record(n_blocks, blk)  # bucket shares (above the floor)
+        self.rec_p = Record(n_blocks, blk)  # pooled shares
+        self.record_cap = record_cap
         self.warmup = float(warmup)
         self.min_volume = int(min_volume)
         self.a = _alpha(bucket, half_life)
@@ -137,26 +148,29 @@ class ShareDetector:
             return False
         return self.last_t - self.t_first + self.bucket >= self.warmup
 
-    def _tail(self, x: float, n: float) -> float:
+    def _tail(self, x: float, n: float, rec: Record) -> float:
         q = self.share
         q = 1e-3 if q < 1e-3 else (0.999 if q > 0.999 else q)
         rho = self.rho
         # scale to the effective sample size, then a binomial tail
         f = 1.0 / (1.0 + (n - 1.0) * rho) if n > 1.0 else 1.0
         ne, xe = n * f, x * f
-        z = (xe - ne * q) / math.sqrt(ne * q * (1.0 - q))
+        sd = math.sqrt(ne * q * (1.0 - q))
+        z = (xe - ne * q) / sd
         if z < 1.0:
             return normal_sf(z)
-        return _binom_upper(xe, ne, q)
+        return record_gate(_binom_upper(xe, ne, q), x / n, sd / ne, rec, self.record_cap)
+
+    def _pooled(self, x: float, n: float) -> tuple[float, float]:
+        j = self.ring_i
+        return self.sum_x - self.ring_x[j] + x, self.sum_n - self.ring_n[j] + n
 
     def _evaluate(self, x: float, n: float) -> float:
-        p = self._tail(x, n) if n >= self.min_volume else 1.0
+        p = self._tail(x, n, self.rec1) if n >= self.min_volume else 1.0
         if self.k > 1:
-            j = self.ring_i
-            pn = self.sum_n - self.ring_n[j] + n
-            px = self.sum_x - self.ring_x[j] + x
+            px, pn = self._pooled(x, n)
             if pn >= self.min_volume:
-                pp = self._tail(px, pn)
+                pp = self._tail(px, pn, self.rec_p)
                 p = 2.0 * min(p, pp)
         return p if p < 1.0 else 1.0
 
@@ -181,6 +195,11 @@ class ShareDetector:
         p = c[3] if c is not None and c[:3] == (t, x, n) else (
             self._evaluate(x, n) if warm else 1.0)
         self.hold.push(p)
+        if n >= self.min_volume:
+            self.rec1.push(x / n)
+        px, pn = self._pooled(x, n)
+        if self.k > 1 and pn >= self.min_volume:
+            self.rec_p.push(px / pn)
         j = self.ring_i
         self.sum_x += x - self.ring_x[j]
         self.sum_n += n - self.ring_n[j]

@@ -35,11 +35,14 @@ class SeasonalCountDetector:
        from the residuals (mid-p upper tail, so discrete low counts are
        calibrated too). This answers "is it unusual for this hour?".
     2. **Record (extreme value).** Over the last ``record_window`` seconds the
-       largest bucket ``M`` and the largest one-hour sum are kept (as hourly
-       block maxima). Under exchangeability a new value exceeds the maximum of
-       the ``N`` before it with probability ``1/(N + 1)``; beyond it the tail
-       is Pareto with index ``tail_index``, so ``p = (x/M)^−α / (N + 1)`` for
-       each of the two time scales (Bonferroni: twice the smaller). This
+       largest five-minute sum ``M`` and the largest one-hour sum are kept (as
+       hourly block maxima; time scales in seconds, so the test means the same
+       at any bucket length). Under exchangeability a new value exceeds the
+       maximum of the ``N`` values before it with probability ``1/(N + 1)``
+       (``N`` counted in five-minute periods at both scales);
+       beyond it the tail is Pareto with index ``tail_index``, so ``p =
+       (x/M)^−α / (N + 1)`` for each of the two time scales (Bonferroni: twice
+       the smaller). This
        answers "has this series done this lately?" and is what keeps a bursty
        series from paging on every burst it routinely has.
 
@@ -152,8 +155,9 @@ class SeasonalCountDetector:
         # block = one hour of buckets (at least one bucket)
         self.blk = max(1, round(HOUR / bucket))
         self.k = self.blk  # buckets in the one-hour sum
+        self.k1 = max(1, round(300.0 / bucket))  # buckets in the five-minute sum
         n_blocks = max(1, round(record_window / (self.blk * bucket)))
-        self.rec1 = Record(n_blocks, self.blk)
+        self.rec1 = Record(n_blocks, self.blk)  # five-minute sums
         self.rec_h = Record(n_blocks, self.blk)
         self.hold = Hold(bucket=bucket, hold=hold, hold_p=hold_p)
         # seasonal model state
@@ -170,9 +174,10 @@ class SeasonalCountDetector:
         self.run = 0
         self.last_hour = -1
         # the last k − 1 buckets, for the one-hour sum
-        self.ring = [0.0] * max(self.k - 1, 1)
+        self.ring = [0.0] * max(self.k - 1, self.k1 - 1, 1)
         self.ring_i = 0
-        self.ring_sum = 0.0
+        self.ring_sum = 0.0  # the last k − 1 buckets
+        self.short_sum = 0.0  # the last k1 − 1 buckets
         self._cache: tuple | None = None
 
     # -- seasonal model ----------------------------------------------------
@@ -225,9 +230,9 @@ class SeasonalCountDetector:
         p = p_nb
         if p_nb < self.record_cap:
             a = self.tail_index
-            p_rec = self.rec1.tail(x, a)
+            p_rec = self.rec1.tail(self.short_sum + x, a, self.k1)
             if self.k > 1:
-                ph = self.rec_h.tail(self.ring_sum + x, a)
+                ph = self.rec_h.tail(self.ring_sum + x, a, self.k1)
                 p_rec = 2.0 * (p_rec if p_rec < ph else ph)
             if p_rec > self.record_cap:
                 p_rec = self.record_cap
@@ -259,14 +264,16 @@ class SeasonalCountDetector:
         lvl = self.level
         warm = self.warm
         # records and excursion hold (raw values: a record is a record)
-        self.rec1.push(x)
+        ring, j = self.ring, self.ring_i
+        r = len(ring)
+        self.rec1.push(self.short_sum + x)
+        if self.k1 > 1:  # the value k1 − 1 buckets back leaves the five-minute sum
+            self.short_sum += x - ring[(j - (self.k1 - 1)) % r]
         if self.k > 1:
-            hsum = self.ring_sum + x
-            self.rec_h.push(hsum)
-            j = self.ring_i
-            self.ring_sum = hsum - self.ring[j]
-            self.ring[j] = x
-            self.ring_i = j + 1 if j + 2 < self.k else 0
+            self.rec_h.push(self.ring_sum + x)
+            self.ring_sum += x - ring[j]
+        ring[j] = x
+        self.ring_i = j + 1 if j + 1 < r else 0
         self.hold.push(p if warm else 1.0)
         # winsorise: the storm must not become the baseline
         if self.n >= 12:
@@ -328,8 +335,11 @@ class SeasonalCountDetector:
         if wm > 0.0:
             self.week = [v / wm for v in self.week]
             self.lvl_num *= wm
-        if self.k > 1:  # re-add the hour sum now and then against float drift
-            self.ring_sum = math.fsum(self.ring[: self.k - 1])
+        if self.k > 1 or self.k1 > 1:  # re-add the sums now and then against float drift
+            r = len(self.ring)
+            back = [self.ring[(self.ring_i - d) % r] for d in range(1, r + 1)]
+            self.ring_sum = math.fsum(back[: self.k - 1])
+            self.short_sum = math.fsum(back[: self.k1 - 1])
 
     def band(self, t: float, p: float) -> Band:
         """Expected count at ``t`` and its central ``1 − 2p`` negative-binomial band."""

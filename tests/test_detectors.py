@@ -1,0 +1,315 @@
+"""Detectors: baselines, spikes, storms not absorbed, floors, calibration, pickling."""
+
+from __future__ import annotations
+
+import math
+import pickle
+
+import numpy as np
+import pytest
+
+from detectors import registry
+from detectors.base import Band, Detector
+from detectors.reach import ReachDetector
+from detectors.sentiment import SentimentDetector
+from detectors.share import ShareDetector
+from detectors.volume import SeasonalCountDetector
+
+DAY = 86400.0
+B = 300.0  # 5-minute buckets
+T0 = 1_700_006_400.0  # a Wednesday, midnight UTC
+BALANCED = registry.threshold_for("balanced")
+
+
+def daily_mean(t: float, base: float = 30.0) -> float:
+    """A day profile: quiet at night (~base/6), busy mid-afternoon (~base·1.8)."""
+    h = (t % DAY) / 3600.0
+    return base * (1.0 + 0.8 * math.sin(2 * math.pi * (h - 9.0) / 24.0)) + 1.0
+
+
+def nb_counts(rng: np.random.Generator, means: np.ndarray, phi: float = 0.05) -> np.ndarray:
+    """Negative binomial counts with Var = μ + φμ² (a gamma–Poisson mixture)."""
+    lam = rng.gamma(1.0 / phi, phi * means)
+    return rng.poisson(lam).astype(float)
+
+
+def feed(det, times, xs, ns=None) -> np.ndarray:
+    out = np.empty(len(xs))
+    ns = np.ones(len(xs)) if ns is None else ns
+    for k, (t, x, n) in enumerate(zip(times, xs, ns, strict=True)):
+        out[k] = det.score_one(float(t), float(x), float(n))
+        det.learn_one(float(t), float(x), float(n))
+    return out
+
+
+def seasonal_stream(days: float, seed: int = 0, base: float = 30.0, phi: float = 0.05):
+    rng = np.random.default_rng(seed)
+    times = T0 + B * np.arange(int(days * DAY / B))
+    means = np.array([daily_mean(t, base) for t in times])
+    return times, means, nb_counts(rng, means, phi)
+
+
+# -- registry ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("signal", registry.SIGNALS)
+def test_registry_builds_protocol_detectors(signal):
+    det = registry.make(signal, bucket=60, warmup=DAY, min_volume=20)
+    assert isinstance(det, Detector)
+    assert not det.warm
+    assert det.score_one(T0, 1.0, 1.0) == 0.0  # cold: never alerts
+    assert isinstance(det.band(T0, 1e-3), Band)
+
+
+def test_registry_rejects_unknown_names():
+    with pytest.raises(ValueError, match="unknown signal"):
+        registry.make("mood", bucket=60, warmup=DAY, min_volume=20)
+    with pytest.raises(ValueError, match="unknown sensitivity"):
+        registry.threshold_for("paranoid")
+
+
+def test_thresholds_and_severity_tiers():
+    fewer, bal, more = (registry.threshold_for(s) for s in ("fewer", "balanced", "more"))
+    assert fewer > bal > more
+    assert registry.severity_for(bal - 1e-6, bal) is None
+    assert registry.severity_for(bal, bal) == "low"
+    assert registry.severity_for(1 - (1 - bal) / 10, bal) == "high"
+    assert registry.severity_for(1 - (1 - bal) / 1000, bal) == "critical"
+    assert registry.severity_for(1.0, bal) == "critical"
+
+
+# -- volume -----------------------------------------------------------------------------------
+
+def make_volume() -> SeasonalCountDetector:
+    det = registry.make("volume", bucket=B, warmup=DAY, min_volume=20)
+    assert isinstance(det, SeasonalCountDetector)
+    return det
+
+
+def test_volume_warmup_then_warm():
+    times, _, xs = seasonal_stream(1.5)
+    det = make_volume()
+    scores = feed(det, times, xs)
+    first_day = int(DAY / B) - 1
+    assert np.all(scores[:first_day] == 0.0)
+    assert det.warm
+
+
+def test_volume_learns_the_daily_profile():
+    times, _means, xs = seasonal_stream(10)
+    det = make_volume()
+    feed(det, times, xs)
+    t_next = times[-1] + B
+    for h in (3, 9, 15, 21):  # night, morning, afternoon peak, evening
+        t = t_next - (t_next % DAY) + DAY + h * 3600
+        assert det.expected(t) == pytest.approx(daily_mean(t), rel=0.25), h
+
+
+def test_volume_spike_scores_high_and_is_not_absorbed():
+    times, means, xs = seasonal_stream(8, seed=1)
+    det = make_volume()
+    # a two-hour storm at five times the afternoon peak on day 7
+    start = int((6 * DAY + 15 * 3600) / B)
+    storm = slice(start, start + int(2 * 3600 / B))
+    xs = xs.copy()
+    xs[storm] = means[storm] * 5
+    scores = feed(det, times, xs)
+    assert scores[start] >= BALANCED  # paged at once
+    assert np.sum(scores[storm] >= BALANCED) <= 2  # once per storm, not every bucket
+    after = slice(storm.stop + int(2 * 3600 / B), None)  # from two hours after the storm
+    assert np.all(scores[after] < BALANCED)
+    # the storm did not become the baseline: tomorrow's afternoon is still ~normal
+    t = times[start] + DAY
+    assert det.expected(t) == pytest.approx(daily_mean(t), rel=0.3)
+
+
+def test_volume_learns_a_permanent_level_shift_within_a_day():
+    times, means, xs = seasonal_stream(9, seed=2)
+    det = make_volume()
+    shift = int(6 * DAY / B)
+    rng = np.random.default_rng(9)
+    xs = xs.copy()
+    xs[shift:] = nb_counts(rng, means[shift:] * 3)
+    scores = feed(det, times, xs)
+    # a day after the shift the model expects the new level and stays quiet
+    day_after = slice(shift + int(DAY / B), None)
+    assert np.sum(scores[day_after] >= BALANCED) == 0
+    t = times[-1] + B
+    assert det.expected(t) == pytest.approx(3 * daily_mean(t), rel=0.35)
+
+
+def test_volume_calibration_on_stationary_traffic():
+    times, _means, xs = seasonal_stream(30, seed=3)
+    det = make_volume()
+    scores = feed(det, times, xs)
+    warm = scores[int(2 * DAY / B):]
+    for p in (0.1, 0.03):
+        rate = float(np.mean(warm >= 1 - p))
+        assert 0.6 * p <= rate <= 1.4 * p, (p, rate)
+    # and no page in four weeks of normal traffic
+    assert np.sum(warm >= BALANCED) <= 1
+
+
+def test_volume_low_counts_at_night_do_not_page():
+    times, _means, xs = seasonal_stream(10, seed=4, base=2.0, phi=0.3)
+    det = make_volume()
+    scores = feed(det, times, xs)
+    assert np.sum(scores >= BALANCED) <= 1
+
+
+def test_volume_pickle_round_trip_keeps_scores():
+    times, _, xs = seasonal_stream(3, seed=5)
+    det = make_volume()
+    half = len(xs) // 2
+    feed(det, times[:half], xs[:half])
+    clone = pickle.loads(pickle.dumps(det))
+    a = feed(det, times[half:], xs[half:])
+    b = feed(clone, times[half:], xs[half:])
+    assert np.array_equal(a, b)
+    assert len(pickle.dumps(det)) < 16_000
+
+
+def test_negative_volume_floor():
+    det = registry.make("negative_volume", bucket=B, warmup=DAY, min_volume=20)
+    times = T0 + B * np.arange(int(2 * DAY / B))
+    feed(det, times, np.zeros(len(times)))  # no negatives at all for two days
+    t = times[-1] + B
+    assert det.score_one(t, 3.0) == 0.0  # three angry mentions: under the floor
+    assert det.score_one(t, 40.0) >= BALANCED
+
+
+# -- negative share ---------------------------------------------------------------------------
+
+def share_stream(days: float, seed: int, q: float = 0.15, vol: float = 60.0):
+    rng = np.random.default_rng(seed)
+    times = T0 + B * np.arange(int(days * DAY / B))
+    ns = rng.poisson(vol, len(times)).astype(float)
+    xs = rng.binomial(ns.astype(int), q).astype(float)
+    return times, xs, ns
+
+
+def test_share_spike_high_and_not_absorbed():
+    times, xs, ns = share_stream(4, seed=6)
+    det = registry.make("negative_share", bucket=B, warmup=DAY, min_volume=20)
+    start = int(3 * DAY / B)
+    storm = slice(start, start + 24)
+    xs = xs.copy()
+    xs[storm] = np.round(ns[storm] * 0.6)
+    scores = feed(det, times, xs, ns)
+    assert scores[start] >= BALANCED
+    assert isinstance(det, ShareDetector)
+    assert det.share == pytest.approx(0.15, abs=0.03)  # the storm is not the new normal
+    assert np.all(scores[storm.stop + 40:] < BALANCED)
+
+
+def test_share_floor_at_low_volume():
+    times, xs, ns = share_stream(2, seed=7, vol=3.0)  # a quiet series: 3 mentions a bucket
+    det = registry.make("negative_share", bucket=60, warmup=DAY, min_volume=20)
+    scores = feed(det, times, xs, ns)
+    assert np.all(scores == 0.0)
+    assert det.score_one(times[-1] + 60, 3.0, 3.0) == 0.0
+
+
+def test_share_calibration():
+    times, xs, ns = share_stream(20, seed=8)
+    det = registry.make("negative_share", bucket=B, warmup=DAY, min_volume=20)
+    scores = feed(det, times, xs, ns)[int(DAY / B):]
+    for p in (0.1, 0.03):
+        rate = float(np.mean(scores >= 1 - p))
+        assert 0.5 * p <= rate <= 1.4 * p, (p, rate)
+
+
+def test_share_pickle_round_trip():
+    times, xs, ns = share_stream(2, seed=9)
+    det = registry.make("negative_share", bucket=B, warmup=DAY, min_volume=20)
+    h = len(xs) // 2
+    feed(det, times[:h], xs[:h], ns[:h])
+    clone = pickle.loads(pickle.dumps(det))
+    assert np.array_equal(feed(det, times[h:], xs[h:], ns[h:]),
+                          feed(clone, times[h:], xs[h:], ns[h:]))
+
+
+# -- sentiment --------------------------------------------------------------------------------
+
+def sentiment_stream(days: float, seed: int, vol: float = 40.0, m: float = 0.1, sd: float = 0.4):
+    rng = np.random.default_rng(seed)
+    times = T0 + B * np.arange(int(days * DAY / B))
+    ns = np.maximum(rng.poisson(vol, len(times)), 1).astype(float)
+    xs = rng.normal(m, sd / np.sqrt(ns)) + rng.normal(0, 0.01, len(times))
+    return times, xs, ns
+
+
+def test_sentiment_slow_burn_and_sharp_turn():
+    times, xs, ns = sentiment_stream(4, seed=10)
+    det = registry.make("sentiment", bucket=B, warmup=DAY, min_volume=20)
+    assert isinstance(det, SentimentDetector)
+    start = int(3 * DAY / B)
+    burn = slice(start, start + 36)  # three hours drifting 0.12 more negative
+    xs = xs.copy()
+    xs[burn] -= 0.12
+    scores = feed(det, times, xs, ns)
+    assert np.max(scores[burn]) >= BALANCED  # the pooled window catches the burn
+    assert np.all(scores[:start] < BALANCED)
+    assert det.m == pytest.approx(0.1, abs=0.03)  # not absorbed
+    assert det.score_one(times[-1] + B, -0.5, 40) >= BALANCED
+
+
+def test_sentiment_floor_and_positive_swings():
+    times, xs, ns = sentiment_stream(2, seed=11)
+    det = registry.make("sentiment", bucket=B, warmup=DAY, min_volume=20)
+    feed(det, times, xs, ns)
+    t = times[-1] + B
+    assert det.score_one(t, -1.0, 3) < BALANCED  # three furious mentions: under the floor
+    assert det.score_one(t, 0.9, 40) < 0.5  # a launch is not a crisis
+
+
+def test_sentiment_calibration_and_pickle():
+    times, xs, ns = sentiment_stream(15, seed=12)
+    det = registry.make("sentiment", bucket=B, warmup=DAY, min_volume=20)
+    h = len(xs) // 2
+    s1 = feed(det, times[:h], xs[:h], ns[:h])
+    clone = pickle.loads(pickle.dumps(det))
+    s2 = feed(det, times[h:], xs[h:], ns[h:])
+    assert np.array_equal(s2, feed(clone, times[h:], xs[h:], ns[h:]))
+    scores = np.r_[s1, s2][int(DAY / B):]
+    for p in (0.1, 0.03):
+        rate = float(np.mean(scores >= 1 - p))
+        assert 0.5 * p <= rate <= 1.5 * p, (p, rate)
+
+
+# -- reach ------------------------------------------------------------------------------------
+
+def test_reach_big_account_alerts_small_ones_do_not():
+    rng = np.random.default_rng(13)
+    times = T0 + B * np.arange(int(3 * DAY / B))
+    xs = np.where(rng.random(len(times)) < 0.7,
+                  np.floor(100 / rng.random(len(times)) ** 0.9), 0.0)
+    det = registry.make("reach", bucket=B, warmup=DAY, min_volume=20)
+    assert isinstance(det, ReachDetector)
+    scores = feed(det, times, xs)
+    assert np.sum(scores >= BALANCED) <= 2
+    t = times[-1] + B
+    assert det.score_one(t, 5_000_000) >= BALANCED
+    assert det.score_one(t, 40_000) == 0.0  # under the absolute floor
+    clone = pickle.loads(pickle.dumps(det))
+    assert clone.score_one(t, 5_000_000) == det.score_one(t, 5_000_000)
+
+
+# -- a normal week at one-minute buckets must not page -----------------------------------------
+
+def test_normal_week_at_one_minute_buckets_pages_nobody():
+    rng = np.random.default_rng(14)
+    b = 60.0
+    times = T0 + b * np.arange(int(7 * DAY / b))
+    means = np.array([daily_mean(t, 12.0) for t in times])
+    vol = nb_counts(rng, means, 0.1)
+    neg = rng.binomial(vol.astype(int), 0.15).astype(float)
+    sent = rng.normal(0.1, 0.4 / np.sqrt(np.maximum(vol, 1)))
+    reach = np.where(neg > 0, np.floor(100 / rng.random(len(times)) ** 0.9), 0.0)
+    inputs = {"volume": (vol, None), "negative_volume": (neg, None),
+              "negative_share": (neg, vol), "sentiment": (sent, vol), "reach": (reach, None)}
+    pages = {}
+    for signal, (xs, ns) in inputs.items():
+        det = registry.make(signal, bucket=b, warmup=DAY, min_volume=20)
+        scores = feed(det, times, xs, ns)
+        pages[signal] = int(np.sum(scores >= BALANCED))
+    assert sum(pages.values()) <= 1, pages
