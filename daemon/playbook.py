@@ -27,6 +27,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -158,9 +159,16 @@ class EscalateStep(_Message):
 class UpdateStep(_Message):
     """A status update with the current figures every interval until resolved."""
 
-    every: Duration
+    every: Duration = Field(description="at least 1m")
     to: Refs
     via: Literal["email", "chat"] = "email"
+
+    @field_validator("every")
+    @classmethod
+    def _not_spam(cls, value: float) -> float:
+        if value < 60:
+            raise ValueError("an update interval must be at least 1m")
+        return value
 
 
 class WebhookStep(Section):

@@ -82,6 +82,11 @@ def test_bad_duration(tmp_path):
     assert "15 minutes" in p.message
 
 
+def test_update_interval_must_be_sane(tmp_path):
+    p = one(tmp_path, BASE + "  - update: {every: 0s, to: incident_commander}\n")
+    assert p.line == 7 and "at least 1m" in p.message
+
+
 def test_template_does_not_compile(tmp_path):
     text = BASE + "  - chat:\n      to: [incident_commander]\n      text: 'Hi {{ brand '\n"
     p = one(tmp_path, text)
