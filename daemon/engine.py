@@ -167,6 +167,7 @@ class Engine:
     def handle(self, event: IncidentEvent) -> None:
         """Act on one incident change (synchronous, from the event loop)."""
         incident = event.incident
+        self._prune(event.at)
         self.incidents[incident.id] = incident
         self._stored.setdefault(incident.id, 0)
         with self.store.transaction():
@@ -187,6 +188,13 @@ class Engine:
                 self._resolved(incident, event.at)
             self._save(incident)
         self.outbox.wake()
+
+    def _prune(self, now: float) -> None:
+        """Forget incidents resolved over a day ago (the store keeps them) to bound memory."""
+        for incident_id, incident in list(self.incidents.items()):
+            if incident.resolved_at is not None and incident.resolved_at < now - 86400:
+                del self.incidents[incident_id]
+                self._stored.pop(incident_id, None)
 
     def observe_bucket(self, bucket: Bucket) -> None:
         """Feed every closed bucket here (a pipeline listener) for the report's chart.
@@ -964,9 +972,14 @@ class Engine:
 
     def _delivered(self, action: Action, outcome: str, detail: str) -> None:
         """Outbox results worth a timeline line: posts made, and anything that failed."""
-        incident = self.incidents.get(action.incident_id)
-        if incident is None or (outcome == "delivered" and action.medium != "post"):
+        if outcome == "delivered" and action.medium != "post":
             return
+        incident = self.incidents.get(action.incident_id)
+        if incident is None:  # resolved and pruned from memory: the store has it
+            incident = self.store.incident(action.incident_id)
+            if incident is None:
+                return
+            self._stored[incident.id] = len(incident.timeline)
         kind = {"delivered": "posted", "failed": "delivery_failed"}.get(outcome, "post_unknown")
         message = f"{action.medium} via {action.target}: {outcome} ({detail})"
         with self.store.transaction():
