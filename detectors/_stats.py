@@ -91,7 +91,7 @@ def nb_upper_midp(x: float, mean: float, phi: float) -> float:
         # P(X ≥ k) = I_q(k, r), the regularised incomplete beta function
         ge_k = float(_betainc(k, r, q))
         gt_k = float(_betainc(k + 1.0, r, q))
-    return max(0.5 * (ge_k + gt_k), P_FLOOR)
+    return max(0.5 * (ge_k + gt_k), 1e-300)
 
 
 def _nb_pmf0(mean: float, phi: float) -> float:
