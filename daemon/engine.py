@@ -470,6 +470,15 @@ class Engine:
         """Write the action to the outbox for every target that delivers ``medium``."""
         assert medium in MEDIA
         to = [r.as_dict() if isinstance(r, Recipient) else r for r in recipients]
+        playbook = self._playbook(incident)
+        data = {
+            "severity": str(incident.severity),
+            "brand": incident.brand,
+            "channel": incident.origin.channel,
+            "playbook": incident.playbook,
+            "title": playbook.title if playbook else "",
+            **(data or {}),
+        }
         queued = 0
         for name, cfg in self.config.targets.items():
             if medium not in cfg.media or name not in self.targets:
@@ -485,7 +494,7 @@ class Engine:
                 subject=subject,
                 body=body,
                 created_at=at,
-                data=dict(data or {}),
+                data=dict(data),
                 test=self.drill,
             )
             queued += self.store.enqueue(action)
@@ -893,6 +902,7 @@ class Engine:
 
     def _acknowledged(self, incident: Incident, at: float) -> None:
         playbook = self._playbook(incident)
+        self._pager_event(incident, at, "acknowledge")
         if playbook is None:
             return
         for row in list(self._rows.values()):
@@ -926,12 +936,14 @@ class Engine:
                     f"statement {st.sid} never posted: incident resolved",
                     {"sid": st.sid},
                 )
+        self._pager_event(incident, at, "resolve")
         if playbook is None:
             return
         for index, step in enumerate(playbook.steps):
             if step.webhook is not None and step.webhook.when == "resolve":
                 self._webhook(incident, f"{incident.id}/{playbook.name}/{index}", step.webhook, at)
         link = ""
+        report_data: dict[str, Any] = {}
         if playbook.resolve.report and self.config.playbooks.reports:
             self._save(incident)
             paths = report_module.write(
@@ -942,6 +954,11 @@ class Engine:
                 self._names(incident, at),
             )
             link = str(paths.html.resolve())
+            report_data = {
+                "report": link,
+                "report_url": paths.html.resolve().as_uri(),
+                "chart": str(paths.chart.resolve()),
+            }
             self._entry(
                 incident,
                 at,
@@ -963,8 +980,29 @@ class Engine:
                 refs,
                 self._subject(incident, "Resolved"),
                 body,
-                {"report": link},
+                report_data,
             )
+
+    def _pager_event(self, incident: Incident, at: float, event_action: str) -> None:
+        """Acknowledge or resolve the incident's pager alert (one alert per incident).
+
+        Only when something was paged: pager targets key alerts by incident,
+        so this closes the alert people were woken by.
+        """
+        paged = self.store.actions(incident.id)
+        if not any(a.medium == "page" and not a.data.get("event_action") for a in paged):
+            return
+        self._queue(
+            incident,
+            at,
+            "page",
+            f"{incident.id}/pager/{event_action}",
+            [],
+            "",
+            f"{incident.id} {event_action}d",
+            {"event_action": event_action},
+        )
+        self._entry(incident, at, "pager", f"pager alert {event_action}d", {"event": event_action})
 
     def report_dir(self) -> Path:
         """Where post-crisis reports are written (``<state_dir>/reports``)."""

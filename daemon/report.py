@@ -43,6 +43,7 @@ class ReportPaths:
 
     markdown: Path
     html: Path
+    chart: Path
 
 
 def _first(timeline: list[TimelineEntry], kind: str) -> TimelineEntry | None:
@@ -226,9 +227,10 @@ def write(
     at: float,
     names: dict[str, str] | None = None,
 ) -> ReportPaths:
-    """Write ``<id>.md`` and ``<id>.html`` into ``directory``."""
+    """Write ``<id>.md``, ``<id>.html`` and the chart as ``<id>.svg`` into ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
-    paths = ReportPaths(directory / f"{incident.id}.md", directory / f"{incident.id}.html")
+    paths = ReportPaths(*(directory / f"{incident.id}.{ext}" for ext in ("md", "html", "svg")))
     paths.markdown.write_text(markdown(incident, at, names), encoding="utf-8")
+    paths.chart.write_text(chart(incident, points, at), encoding="utf-8")  # for email clients
     paths.html.write_text(html_report(incident, points, at, names), encoding="utf-8")
     return paths

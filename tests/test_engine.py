@@ -178,8 +178,11 @@ async def test_acknowledgement_cancels_the_escalation(h):
     h.engine.acknowledge(INCIDENT, by="alice")
     h.advance(T0 + 1300)
     await h.flush()
-    assert not [a for a in h.target.media("page") if a.to[0]["id"] == "erin"]
+    assert not [a for a in h.target.media("page") if a.to and a.to[0]["id"] == "erin"]
     assert entries(h, "escalation_cancelled")
+    # The pager alert people were woken by is acknowledged too (one alert per incident).
+    (ack,) = [a for a in h.target.media("page") if a.data.get("event_action")]
+    assert ack.data["event_action"] == "acknowledge" and ack.created_at == T0 + 600
 
 
 async def test_updates_every_interval_with_figures_until_resolved(h):
@@ -219,6 +222,11 @@ async def test_auto_resolve_notifies_with_report_and_cooldown(h):
     assert "Time to first public answer | none posted" in md
     (notice,) = [a for a in h.target.media("email") if "Resolved" in a.subject]
     assert html_path in notice.body
+    assert notice.data["report_url"].startswith("file://")
+    assert Path(notice.data["chart"]).read_text().startswith("<svg")
+    assert notice.data["severity"] == "high" and notice.data["brand"] == "acme"
+    resolved_page = [a for a in h.target.media("page") if a.data.get("event_action")]
+    assert [a.data["event_action"] for a in resolved_page] == ["resolve"]
     assert {r["id"] for r in notice.to} == {"alice", "carla", "team:pr", "grace"}
     # Within the cooldown the same crisis does not re-open; after it, it does.
     h.feed(anomaly(T0 + 600 + 2 * 3600 + 600, terms=("recall",)))
