@@ -23,9 +23,15 @@ this module adds is staying connected:
   notices a dropped connection) when the queue is empty. No per-message logging.
 
 QoS 1 is acknowledged by the MQTT library on receipt, so a message counts as
-delivered once it is in the client's queue. ``stop()`` therefore drains that
-queue (disconnecting first, so nothing more arrives) before the stream ends;
-cancelling the consuming task ends the stream at once instead.
+delivered once it is in the client's queue. ``stop()`` therefore disconnects
+and then yields what was queued (acknowledged) before the DISCONNECT; what
+arrived while disconnecting was never acknowledged and stays in the broker's
+session for the next run. Cancelling the consuming task instead ends the
+stream at once and loses what was queued, so the daemon should ``stop()`` and
+let the stream end. Delivery is at least once, not exactly once: after a
+broken connection (or a reset while the broker was streaming) the broker
+redelivers what it has no PUBACK for, and some of it may already have been
+yielded.
 """
 
 from __future__ import annotations
@@ -99,6 +105,7 @@ class MqttSource:
         ]
         self._rng = rng or random.Random()
         self._stopping = asyncio.Event()
+        self._carry: list[aiomqtt.Message] = []
 
     def stop(self) -> None:
         """End the stream: disconnect, hand over what was received, return.
@@ -137,6 +144,7 @@ class MqttSource:
         while not self._stopping.is_set():
             up_at: float | None = None
             inbox: asyncio.Queue[aiomqtt.Message] | None = None
+            acked: int | None = None
             error: BaseException | None = None
             try:
                 client, inbox = self._client()
@@ -162,6 +170,9 @@ class MqttSource:
                     async with contextlib.aclosing(self._receive(client, inbox)) as items:
                         async for item in items:
                             yield item
+                    # stop(): what is queued now has its PUBACK queued before
+                    # the DISCONNECT that leaving this block sends.
+                    acked = inbox.qsize()
             except (aiomqtt.MqttError, OSError) as exc:
                 error = exc
             except Exception as exc:  # never crash the daemon over the connection
@@ -170,10 +181,8 @@ class MqttSource:
             finally:
                 self.connected = False
                 self.subscribed.clear()
-            # What was received before the connection ended (or before stop())
-            # has been acknowledged to the broker: deliver it.
             if inbox is not None:
-                for batch in self._drain(inbox):
+                for batch in self._drain(inbox, acked):
                     yield batch
             if self._stopping.is_set():
                 break
@@ -211,8 +220,11 @@ class MqttSource:
         stop_wait = asyncio.ensure_future(self._stopping.wait())
         pending: asyncio.Future[aiomqtt.Message] | None = None
         last = loop.time()
+        stopping = self._stopping.is_set
         try:
             while True:
+                if stopping():  # also checked here: a busy queue never waits
+                    return
                 if pending is None and not inbox.empty():
                     message = inbox.get_nowait()
                 else:
@@ -242,18 +254,35 @@ class MqttSource:
             stop_wait.cancel()
             if pending is not None:
                 if pending.done() and not pending.cancelled() and pending.exception() is None:
-                    # Taken off the queue just as we stopped: put it back for _drain.
-                    inbox.put_nowait(pending.result())
+                    # Taken off the queue just as we stopped: _drain delivers it.
+                    self._carry.append(pending.result())
                 else:
                     pending.cancel()
                     with contextlib.suppress(BaseException):
                         await pending
 
-    def _drain(self, inbox: asyncio.Queue[aiomqtt.Message]) -> list[SourceItem]:
-        """Decode what is left in a closed connection's queue."""
+    def _drain(self, inbox: asyncio.Queue[aiomqtt.Message], acked: int | None) -> list[SourceItem]:
+        """Decode what is left in a closed connection's queue.
+
+        After ``stop()``, ``acked`` is how many queued messages were acknowledged
+        before the DISCONNECT: those are delivered. Messages that came in while
+        disconnecting were never acknowledged (their PUBACK would follow the
+        DISCONNECT), so the broker keeps them in the session for the next run
+        and they are left alone here; delivering them too would duplicate
+        them. When the connection broke instead (``acked`` is ``None``) nobody
+        knows which PUBACKs got out: everything is delivered, as QoS 1 allows
+        (at least once).
+        """
         out: list[SourceItem] = []
-        while not inbox.empty():
-            message = inbox.get_nowait()
+        messages = self._carry
+        self._carry = []
+        while not inbox.empty() and (acked is None or acked > 0):
+            messages.append(inbox.get_nowait())
+            if acked is not None:
+                acked -= 1
+        if not inbox.empty():
+            log.info("mqtt_left_for_redelivery", messages=inbox.qsize())
+        for message in messages:
             self.received += 1
             events = self.decoder.decode(message.topic.value, message.payload)  # type: ignore[arg-type]
             if events:
