@@ -118,6 +118,18 @@ class Engine:
 
     # ----------------------------------------------------------------- lifecycle
 
+    def reload(self, config: Config, playbooks: Playbooks) -> None:
+        """Use a new, already validated config and playbook set (SIGHUP).
+
+        Running incidents keep their recorded role holders and pending
+        timers; from now on steps, templates and rosters come from the new
+        set. Delivery targets are kept (they hold connections).
+        """
+        self.config = config.model_copy(update={"targets": self.config.targets})
+        self.playbooks = playbooks
+        self.roster = Roster(config)
+        self.templates = Templates(config.playbooks.dir / "templates")
+
     def open_incidents(self) -> list[Incident]:
         """The incidents not yet resolved, oldest first.
 
@@ -582,7 +594,10 @@ class Engine:
     def _open(self, incident: Incident, at: float) -> None:
         playbook = self._playbook(incident)
         if playbook is None:
-            self._entry(incident, at, "warning", f"no playbook {incident.playbook!r}; nothing runs")
+            if incident.playbook:  # a name the loaded set lacks (renamed on reload)
+                self._entry(
+                    incident, at, "warning", f"no playbook {incident.playbook!r}; nothing runs"
+                )
             return
         self._entry(
             incident,

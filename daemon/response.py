@@ -20,7 +20,7 @@ from daemon.engine import Engine
 from daemon.incidents import IncidentManager
 from daemon.silences import Silences
 from daemon.store import Store
-from daemon.yamlfile import Problem
+from daemon.yamlfile import FileProblems, Problem
 
 
 @dataclass
@@ -62,6 +62,25 @@ class Response:
         return cls(
             store, loaded, playbook.PlaybookRouter(loaded), Silences(store), engine, warnings
         )
+
+    def reload(self, config: Config, *, tolerant: bool = False) -> list[Problem]:
+        """Swap in re-read playbooks (SIGHUP); on problems keep the last good set.
+
+        Returns the problems (empty when the new set is live). Callers also
+        validate ``config.yaml`` itself before passing it in.
+        """
+        warnings: list[Problem] = []
+        try:
+            loaded = playbook.load(
+                config.playbooks.dir, config, warnings=warnings if tolerant else None
+            )
+        except FileProblems as exc:
+            return exc.problems
+        self.playbooks = loaded
+        self.router.playbooks = loaded
+        self.engine.reload(config, loaded)
+        self.warnings = warnings
+        return []
 
     def restore_into(self, manager: IncidentManager) -> list[Incident]:
         """Resume the store's open incidents in the incident manager (after a restart)."""

@@ -64,3 +64,26 @@ async def test_restore_into_a_new_manager(tmp_path):
         "updated"
     ]
     await second.stop()
+
+
+async def test_reload_keeps_the_last_good_set(tmp_path):
+    import shutil
+
+    directory = tmp_path / "playbooks"
+    shutil.copytree(REPO / "playbooks", directory)
+    cfg = config_module.load(REPO / "config.example.yaml").model_copy(
+        update={"state_dir": tmp_path, "playbooks": config_module.PlaybooksConfig(dir=directory)}
+    )
+    response = Response.build(cfg, SimClock(T0))
+    broken = directory / "catch-all.yaml"
+    broken.write_text(broken.read_text().replace("after_quiet: 2h", "after_quiet: 2 hours"))
+    problems = response.reload(cfg)
+    assert problems and problems[0].file.endswith("catch-all.yaml")
+    assert len(response.playbooks) == 6  # still the old set
+    broken.write_text(
+        broken.read_text().replace("2 hours", "2h").replace("priority: 0", "priority: 1")
+    )
+    assert response.reload(cfg) == []
+    assert response.router.playbooks.get("catch-all").priority == 1
+    assert response.engine.playbooks is response.playbooks
+    await response.stop()
