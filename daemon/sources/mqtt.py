@@ -196,7 +196,7 @@ class MqttSource:
             log.warning(
                 "mqtt_disconnected" if up_at is not None else "mqtt_connect_failed",
                 broker=f"{self.config.host}:{self.config.port}",
-                error=str(error) or type(error).__name__,
+                error=_describe(error),
                 retry_in=round(delay, 3),
                 attempt=attempt,
             )
@@ -256,10 +256,11 @@ class MqttSource:
                 if pending.done() and not pending.cancelled() and pending.exception() is None:
                     # Taken off the queue just as we stopped: _drain delivers it.
                     self._carry.append(pending.result())
-                else:
+                elif not pending.done():
+                    # Not awaited: waiting here could swallow a cancellation of
+                    # the consumer. The queue get inside is cancellation-safe.
                     pending.cancel()
-                    with contextlib.suppress(BaseException):
-                        await pending
+                    pending.add_done_callback(_retrieve)
 
     def _drain(self, inbox: asyncio.Queue[aiomqtt.Message], acked: int | None) -> list[SourceItem]:
         """Decode what is left in a closed connection's queue.
@@ -301,6 +302,23 @@ class MqttSource:
                 self.deadlettered += 1
             except aiomqtt.MqttError as exc:
                 log.warning("mqtt_deadletter_failed", error=str(exc), reason=letter.reason)
+
+
+def _describe(error: BaseException | None) -> str:
+    """The error and its cause: aiomqtt wraps the socket error that matters."""
+    if error is None:
+        return "closed"
+    text = str(error) or type(error).__name__
+    cause = error.__cause__
+    if cause is not None and str(cause):
+        text = f"{text}: {cause}"
+    return text
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a finished future's outcome as seen (no "never retrieved" noise)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _failed(code: object) -> bool:
