@@ -106,7 +106,14 @@ class Outbox:
     async def _run(self) -> None:
         while True:
             self._wake.clear()
-            await self.deliver_due()
+            try:
+                await self.deliver_due()
+            except Exception:  # the worker must outlive one bad row or a busy database
+                log.exception("outbox worker error")
+                if self._stopping:
+                    return
+                await asyncio.sleep(1.0)
+                continue
             if self._stopping:
                 return
             nxt = self.store.next_try()
