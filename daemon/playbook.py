@@ -67,11 +67,15 @@ class Match(Section):
     )
     min_severity: Literal["low", "high", "critical"] = "low"
     terms_any: list[str] = Field(
-        default_factory=list, description="at least one of these trending terms (globs allowed)"
+        default_factory=list,
+        description="at least one of these trending terms (globs allowed), "
+        "or a term signal of one of `categories`",
     )
     terms_all: list[str] = Field(default_factory=list, description="all of these terms")
     categories: list[str] = Field(
-        default_factory=list, description="crisis-lexicon categories of a term signal"
+        default_factory=list,
+        description="crisis-lexicon categories (safety, security, outage, legal, boycott); "
+        "a term signal of one of them matches, as an alternative to terms_any",
     )
     brands: list[str] = Field(default_factory=lambda: ["*"], description="brand globs")
     channels: list[str] = Field(default_factory=lambda: ["*"], description="channel globs")
@@ -254,11 +258,12 @@ class Playbook(Section):
             return False
         if m.signals and not any(_signal_matches(anomaly.signal, s) for s in m.signals):
             return False
-        if m.categories and anomaly.category not in m.categories:
-            return False
         terms = terms_of(anomaly)
-        if m.terms_any and not any(_any_glob_in(t, terms) for t in m.terms_any):
-            return False
+        if m.terms_any or m.categories:
+            by_term = any(_any_glob_in(t, terms) for t in m.terms_any)
+            by_category = anomaly.category is not None and anomaly.category in m.categories
+            if not (by_term or by_category):
+                return False
         return all(_any_glob_in(t, terms) for t in m.terms_all)
 
     def statements(self) -> Iterator[tuple[int, PostStatementStep]]:

@@ -382,3 +382,19 @@ async def test_report_chart_has_the_lead_up_and_names(h):
     assert "- **incident_commander**: Alice" in md
     html = (h.engine.report_dir() / f"{INCIDENT}.html").read_text()
     assert html.count("<rect") >= 40  # background + 39 buckets
+
+
+async def test_category_of_a_term_signal_matches_like_a_term(tmp_path):
+    text = RECALL.replace(
+        "  terms_any: [recall, unsafe]", "  terms_any: [recall]\n  categories: [safety]"
+    )
+    h = Harness.build(tmp_path, text, CATCH_ALL)
+    a = anomaly(T0, "term:salmonella", terms=("salmonella",))
+    a.category = "safety"
+    h.feed(a)
+    assert h.engine.incidents[INCIDENT].playbook == "product-recall"
+    other = anomaly(T0, "term:refund", terms=("refund",), brand="other")
+    other.category = "complaint"
+    h.feed(other)
+    assert {i.playbook for i in h.engine.incidents.values()} == {"product-recall", "catch-all"}
+    h.close()
