@@ -15,12 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
-from detectors.terms import TermDetector
 
 from daemon.config import DetectionConfig
 from daemon.domain import Anomaly, Bucket, SeriesKey, Severity
 from detectors import registry
 from detectors.base import Detector
+from detectors.terms import TermDetector
 
 log = structlog.get_logger("crisisd.detect")
 
@@ -126,9 +126,10 @@ class DetectStage:
             )
         return state
 
-    def process(self, bucket: Bucket) -> tuple[list[Anomaly], bool]:
-        """Score then learn one bucket: the anomalies it raised, and whether any
-        signal is still elevated (not back to normal)."""
+    def process(self, bucket: Bucket, watch: bool = False) -> tuple[list[Anomaly], bool]:
+        """Score then learn one bucket: the anomalies it raised, and — when
+        ``watch`` (its brand has an open incident) — whether any signal is still
+        elevated against its baseline (the storm is not over)."""
         state = self._detectors(bucket)
         t = bucket.start
         elevated = False
@@ -136,10 +137,11 @@ class DetectStage:
         for signal, detector in state.signals.items():
             x, n, shown = _value(signal, bucket)
             score = detector.score_one(t, x, n)
-            detector.learn_one(t, x, n)
             warm = detector.warm
             alert = warm and score >= self.threshold
-            elevated = elevated or (warm and score >= ELEVATED)
+            if watch and warm and not elevated:
+                elevated = score >= ELEVATED or self._beyond(signal, detector, bucket, shown)
+            detector.learn_one(t, x, n)
             if self.on_score is not None:
                 self.on_score(bucket.series, signal, bucket, shown, score, alert)
             if warm and signal not in state.warm_logged:
@@ -157,6 +159,19 @@ class DetectStage:
         if not fired:
             return [], elevated
         return self._explain(bucket, fired), True
+
+    def _beyond(self, signal: str, detector: Detector, bucket: Bucket, shown: float) -> bool:
+        """Whether the value is outside its baseline's band in the crisis direction.
+
+        Detectors alert once per excursion; this asks the baseline itself, so a
+        storm that goes on without re-alerting still keeps its incident open.
+        """
+        if signal == "reach":
+            return False
+        if signal in ("negative_share", "sentiment") and bucket.volume < self.cfg.min_volume:
+            return False
+        band = detector.band(bucket.start, 1.0 - ELEVATED)
+        return shown < band.low if signal == "sentiment" else shown > band.high
 
     def _explain(
         self,

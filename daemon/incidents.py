@@ -180,6 +180,10 @@ class IncidentManager:
         self.counts["merged"] += 1
         return events
 
+    def has_open(self, brand: str) -> bool:
+        """Whether the brand has an open incident (its storm is being watched)."""
+        return any(i.brand == brand for i in self.open.values())
+
     def keep_alive(self, brand: str, at: float) -> None:
         """A signal of the brand is still abnormal: its incidents are not quiet."""
         for incident in self.open.values():

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from itertools import groupby
 
 import structlog
-from detectors.terms import extract_terms
 
 from daemon.clock import Clock, SimClock
 from daemon.config import Config
@@ -29,6 +28,7 @@ from daemon.sentiment import SentimentScorer
 from daemon.sources import Source, Tick
 from daemon.timeline import anomaly_dict
 from daemon.windows import Windows
+from detectors.terms import extract_terms
 
 log = structlog.get_logger("crisisd.pipeline")
 
@@ -114,7 +114,8 @@ class Pipeline:
         started = time.perf_counter()
         anomalies: list[Anomaly] = []
         for bucket in buckets:
-            found, elevated = self.detect.process(bucket)
+            watch = self.incidents.has_open(bucket.series.brand)
+            found, elevated = self.detect.process(bucket, watch)
             anomalies.extend(found)
             if elevated:
                 self.incidents.keep_alive(bucket.series.brand, end)
