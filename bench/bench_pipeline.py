@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from conftest import Mosquitto  # noqa: E402  (the tests' broker launcher)
+from publisher import mention  # noqa: E402
 
 from daemon import config, demo  # noqa: E402
 from daemon.clock import RealClock  # noqa: E402
@@ -65,17 +66,12 @@ def replay_in_child(path: Path) -> tuple[float, float, str]:
 def big_stream(path: Path, count: int, brands: int = 50) -> None:
     """``count`` scored mentions over ``brands`` brands × 2 channels, in time order."""
     rng = random.Random(3)
-    words = "order delivery refund love broken late app price store help".split()
     start = 1_767_225_600.0
     with path.open("w") as fh:
         for i in range(count):
-            record = {
-                "id": str(i), "ts": start + i * 0.5, "brand": f"b{rng.randrange(brands)}",
-                "channel": rng.choice(("twitter", "facebook")),
-                "text": " ".join(rng.choice(words) for _ in range(15)),
-                "author": f"u{rng.randrange(9999)}", "followers": rng.randrange(9999),
-                "sentiment": round(rng.uniform(-1, 1), 2),
-            }
+            record = mention(i, start + i * 0.5, rng)
+            record["brand"] = f"b{rng.randrange(brands)}"
+            record["channel"] = rng.choice(("twitter", "facebook"))
             fh.write(json.dumps(record) + "\n")
 
 

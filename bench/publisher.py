@@ -16,8 +16,11 @@ import time
 
 import paho.mqtt.client as mqtt
 
-WORDS = ("order delivery support refund love great broken late app update price store "
-         "service phone call wait help thanks new product").split()
+WORDS = (
+    "order", "delivery", "support", "refund", "love", "great", "broken", "late", "app",
+    "update", "price", "store", "service", "phone", "call", "wait", "help", "thanks", "new",
+    "product",
+)
 
 
 def mention(i: int, ts: float, rng: random.Random) -> dict[str, object]:
