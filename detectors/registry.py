@@ -53,7 +53,9 @@ def make(signal: str, *, bucket: float, warmup: float, min_volume: int) -> Detec
     ----------
     signal
         One of :data:`SIGNALS`. What ``score_one(t, x, n)`` receives:
-        ``volume`` x = mentions; ``negative_volume`` x = negative mentions;
+        ``volume`` x = mentions; ``negative_volume`` x = negative mentions
+        (pass n = all mentions to let a launch's surge of everything not count
+        as a surge of negativity);
         ``negative_share`` x = negative mentions, n = mentions; ``sentiment``
         x = mean sentiment (−1..1), n = scored mentions; ``reach`` x = largest
         follower count among the bucket's negative mentions (0 if none).
@@ -70,7 +72,7 @@ def make(signal: str, *, bucket: float, warmup: float, min_volume: int) -> Detec
         return SeasonalCountDetector(bucket=bucket, warmup=warmup)
     if signal == "negative_volume":
         return SeasonalCountDetector(bucket=bucket, warmup=warmup,
-                                     min_count=max(1, min_volume // 4))
+                                     min_count=max(1, min_volume // 4), share_gate=True)
     if signal == "negative_share":
         return ShareDetector(bucket=bucket, warmup=warmup, min_volume=min_volume)
     if signal == "sentiment":

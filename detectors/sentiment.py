@@ -36,8 +36,8 @@ class SentimentDetector:
 
     The baseline mean and spreads are exponentially weighted and learnt from
     winsorised values (a storm is not absorbed). Buckets, and windows, with
-    fewer than ``min_volume`` mentions are neither scored (score 0) nor
-    learnt: three angry mentions at 4 a.m. page nobody.
+    fewer than ``min_volume`` mentions are not scored (score 0): three angry
+    mentions at 4 a.m. page nobody. They are learnt, weighted by their size.
 
     Parameters
     ----------
@@ -110,11 +110,12 @@ class SentimentDetector:
         self.ring_i = 0
         self.sum_n = 0.0
         self.sum_sx = 0.0
+        self.typ_pn = 0.0  # EW of the pooled number of mentions
         self._cache: tuple | None = None
 
     @property
     def warm(self) -> bool:
-        """True once ``warmup`` seconds have passed since the first bucket with enough mentions.
+        """True once ``warmup`` seconds have passed since the first bucket with mentions.
 
         Time, not bucket count: a series that is quiet at night still warms in a day.
         """
@@ -159,17 +160,22 @@ class SentimentDetector:
         return 1.0 - (p if p > P_FLOOR else P_FLOOR)
 
     def learn_one(self, t: float, x: float, n: float = 1.0) -> None:
-        """Update the baseline with a bucket that has enough mentions behind it."""
+        """Update the baseline with a bucket's mean (every bucket with mentions)."""
         c = self._cache
         self._cache = None
         warm = self.warm
         p = c[3] if c is not None and c[:3] == (t, x, n) else (
             self._evaluate(x, n) if warm else 1.0)
         self.hold.push(p)
-        if n >= self.min_volume:
-            self.rec1.push(-x)
+        # records only of normal means (an excursion must not drag the record
+        # along behind it) with a typical number of mentions behind them (a
+        # mean of a quiet night or of a half-filled window is mostly noise)
         pn, px = self._pooled(x, n)
-        if self.k > 1 and pn >= self.min_volume:
+        self.typ_pn += self.a * (pn - self.typ_pn)
+        normal = warm and p >= self.record_cap
+        if normal and n >= self.min_volume and n >= 0.5 * self.w:
+            self.rec1.push(-x)
+        if normal and self.k > 1 and pn >= self.min_volume and pn >= 0.5 * self.typ_pn:
             self.rec_p.push(-px)
         j = self.ring_i
         self.sum_n += n - self.ring_n[j]
@@ -180,16 +186,19 @@ class SentimentDetector:
         if self.ring_i == 0:  # re-add now and then against float drift
             self.sum_n, self.sum_sx = math.fsum(self.ring_n), math.fsum(self.ring_sx)
         self.last_t = t
-        if n < self.min_volume or n <= 0:
+        if n <= 0:  # every bucket with mentions teaches; the floor is for scoring
             return
         if self.t_first is None:
             self.t_first = t
         self.n_seen += 1
         # winsorise against the current model once it has some data
+        outlier = False
         if self.n_seen > 12:
             sd = math.sqrt(self.s2 / n + self.tau2)
             lo, hi = self.m - self.clip_z * sd, self.m + self.clip_z * sd
-            x = lo if x < lo else (hi if x > hi else x)
+            if not lo <= x <= hi:
+                x = lo if x < lo else hi
+                outlier = True
         a = self.a if self.a * self.n_seen > 1.0 else 1.0 / self.n_seen
         d = x - self.m
         self.m += a * d
@@ -198,7 +207,7 @@ class SentimentDetector:
         # left over when bucket sizes vary.
         d2 = d * d
         self.w += a * (n - self.w)
-        if self.n_seen == 1:
+        if self.n_seen == 1 or outlier:  # a storm must not teach "means are noisy"
             return
         self.s2 += a * (d2 * n - self.s2)
         if self.s2 < 1e-4:

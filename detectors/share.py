@@ -126,6 +126,7 @@ class ShareDetector:
         self.ring_i = 0
         self.sum_x = 0.0
         self.sum_n = 0.0
+        self.typ_pn = 0.0  # EW of the pooled number of mentions
         self._cache: tuple | None = None
 
     @property
@@ -143,17 +144,19 @@ class ShareDetector:
 
     @property
     def warm(self) -> bool:
-        """True once ``warmup`` seconds have passed since the first bucket above the floor."""
+        """True once ``warmup`` seconds have passed since the first bucket with mentions."""
         if self.t_first is None or self.n_seen < 12:
             return False
         return self.last_t - self.t_first + self.bucket >= self.warmup
 
-    def _tail(self, x: float, n: float, rec: Record) -> float:
+    def _tail(self, x: float, n: float, rec: Record, per_bucket: float) -> float:
+        """Record-gated upper tail of ``x`` negatives of ``n``, ``per_bucket`` mentions a bucket."""
         q = self.share
         q = 1e-3 if q < 1e-3 else (0.999 if q > 0.999 else q)
         rho = self.rho
-        # scale to the effective sample size, then a binomial tail
-        f = 1.0 / (1.0 + (n - 1.0) * rho) if n > 1.0 else 1.0
+        # scale to the effective sample size (the correlation acts within a
+        # bucket), then a binomial tail
+        f = 1.0 / (1.0 + (per_bucket - 1.0) * rho) if per_bucket > 1.0 else 1.0
         ne, xe = n * f, x * f
         sd = math.sqrt(ne * q * (1.0 - q))
         z = (xe - ne * q) / sd
@@ -166,11 +169,11 @@ class ShareDetector:
         return self.sum_x - self.ring_x[j] + x, self.sum_n - self.ring_n[j] + n
 
     def _evaluate(self, x: float, n: float) -> float:
-        p = self._tail(x, n, self.rec1) if n >= self.min_volume else 1.0
+        p = self._tail(x, n, self.rec1, n) if n >= self.min_volume else 1.0
         if self.k > 1:
             px, pn = self._pooled(x, n)
             if pn >= self.min_volume:
-                pp = self._tail(px, pn, self.rec_p)
+                pp = self._tail(px, pn, self.rec_p, pn / self.k)
                 p = 2.0 * min(p, pp)
         return p if p < 1.0 else 1.0
 
@@ -188,17 +191,22 @@ class ShareDetector:
         return 1.0 - (p if p > P_FLOOR else P_FLOOR)
 
     def learn_one(self, t: float, x: float, n: float = 1.0) -> None:
-        """Update the baseline share and ``ρ`` with a bucket above the floor."""
+        """Update the baseline share and ``ρ`` (every bucket with mentions, weighted by size)."""
         c = self._cache
         self._cache = None
         warm = self.warm
         p = c[3] if c is not None and c[:3] == (t, x, n) else (
             self._evaluate(x, n) if warm else 1.0)
         self.hold.push(p)
-        if n >= self.min_volume:
-            self.rec1.push(x / n)
+        # records only of normal values (an excursion must not drag the record
+        # along behind it) with a typical number of mentions behind them (a
+        # value of a quiet night or of a half-filled window is mostly noise)
         px, pn = self._pooled(x, n)
-        if self.k > 1 and pn >= self.min_volume:
+        self.typ_pn += self.a * (pn - self.typ_pn)
+        normal = warm and p >= self.record_cap
+        if normal and n >= self.min_volume and n >= 0.5 * self.sn:
+            self.rec1.push(x / n)
+        if normal and self.k > 1 and pn >= self.min_volume and pn >= 0.5 * self.typ_pn:
             self.rec_p.push(px / pn)
         j = self.ring_i
         self.sum_x += x - self.ring_x[j]
@@ -209,20 +217,22 @@ class ShareDetector:
         if self.ring_i == 0:  # re-add now and then against float drift
             self.sum_x, self.sum_n = math.fsum(self.ring_x), math.fsum(self.ring_n)
         self.last_t = t
-        if n < self.min_volume or n <= 0:
+        if n <= 0:  # every bucket with mentions teaches; the floor is for scoring
             return
         if self.t_first is None:
             self.t_first = t
         self.n_seen += 1
         q = self.share
+        outlier = False
         if self.n_seen > 12:  # winsorise the count of negatives
             q_ = min(max(q, 1e-3), 0.999)
             var = n * q_ * (1 - q_) * (1.0 + (n - 1.0) * self.rho)
             cap = n * q_ + self.clip_z * math.sqrt(var) + 1.0
             if x > cap:
                 x = cap
+                outlier = True
         a = self.a if self.a * self.n_seen > 1.0 else 1.0 / self.n_seen
-        if self.n_seen > 1:
+        if self.n_seen > 1 and not outlier:  # a storm must not teach "shares are noisy"
             v = n * q * (1.0 - q)
             self.rho_num += a * ((x - n * q) ** 2 - v - self.rho_num)
             self.rho_den += a * (v * (n - 1.0) - self.rho_den)

@@ -93,6 +93,12 @@ class SeasonalCountDetector:
         The floor: a bucket with fewer counts never alerts (score 0). Used
         for negative volume, where three angry mentions at 4 a.m. should page
         nobody however unusual they are.
+    share_gate
+        For a count that is part of a total (negatives of all mentions): when
+        the caller passes the total as ``n``, a bucket whose share ``x/n`` is
+        not above its usual share does not alert. A launch that brings ten
+        times the mentions brings ten times the complaints too; that surge is
+        the volume signal's, not a negativity crisis.
 
     Examples
     --------
@@ -135,9 +141,13 @@ class SeasonalCountDetector:
         clip_z: float = 3.0,
         slots: int = 24,
         min_count: float = 0.0,
+        share_gate: bool = False,
     ) -> None:
         self.bucket = float(bucket)
         self.min_count = min_count
+        self.share_gate = share_gate
+        self.g_x = 0.0  # EW Σ x and Σ n, for the share gate
+        self.g_n = 0.0
         self.warmup = float(warmup)
         self.slots = int(slots)
         self.a_level = _alpha(bucket, level_half_life)
@@ -252,6 +262,8 @@ class SeasonalCountDetector:
         self._cache = (t, x, ev)
         if x < self.min_count:
             return 0.0
+        if self.share_gate and n > 1.0 and self.g_n > 0.0 and x * self.g_n <= n * self.g_x:
+            return 0.0
         p = self.hold.gate(ev[3])
         return 1.0 - (p if p > P_FLOOR else P_FLOOR)
 
@@ -263,6 +275,10 @@ class SeasonalCountDetector:
         (s, i, f, dw), mu, phi, p = ev
         lvl = self.level
         warm = self.warm
+        if self.share_gate and n > 1.0:
+            a = self.a_level
+            self.g_x += a * (x - self.g_x)
+            self.g_n += a * (n - self.g_n)
         # records and excursion hold (raw values: a record is a record)
         ring, j = self.ring, self.ring_i
         r = len(ring)

@@ -205,8 +205,8 @@ def test_share_floor_at_low_volume():
     times, xs, ns = share_stream(2, seed=7, vol=3.0)  # a quiet series: 3 mentions a bucket
     det = registry.make("negative_share", bucket=60, warmup=DAY, min_volume=20)
     scores = feed(det, times, xs, ns)
-    assert np.all(scores == 0.0)
-    assert det.score_one(times[-1] + 60, 3.0, 3.0) == 0.0
+    assert np.all(scores < BALANCED)
+    assert det.score_one(times[-1] + 60, 3.0, 3.0) < BALANCED  # 3 of 3 negative at night
 
 
 def test_share_calibration():
