@@ -56,6 +56,8 @@ from daemon.templating import Templates, sha256, span, stamp
 
 log = structlog.get_logger("crisisd.engine")
 
+TEMPLATE_ERROR = "[template error:"
+
 HISTORY = 120
 """Closed buckets kept per series for the chart's lead-up (2 hours of 1-minute buckets)."""
 
@@ -464,7 +466,7 @@ class Engine:
             return self.templates.render(context, _TEXT_MEDIUM[medium], name=template or default)
         except Exception as exc:  # a template must never stop a crisis response
             log.error("template", incident=incident.id, error=repr(exc))
-            return f"[template error: {exc}] {context['incident']['title']} on {incident.brand}"
+            return f"{TEMPLATE_ERROR} {exc}] {context['incident']['title']} on {incident.brand}"
 
     # -- actions
 
@@ -674,17 +676,24 @@ class Engine:
     ) -> None:
         text = self._render(incident, at, "post", step.text, None, "")
         channel = incident.origin.channel if step.channel == "origin" else step.channel
+        approval = step.approval
+        if text.startswith(TEMPLATE_ERROR) and approval == "auto":
+            # Never post a broken text unseen: a person must fix and approve it.
+            approval = "incident_commander" if "incident_commander" in incident.roles else approval
+            self._entry(
+                incident, at, "warning", "statement did not render; held for approval instead"
+            )
         st = Statement(
             incident_id=incident.id,
             sid=statement_id(index, step),
             step=index,
             text=text,
             sha256=sha256(text),
-            approver=step.approval,
+            approver=approval,
             channel=channel,
             status="pending",
             requested_at=at,
-            deadline_at=None if step.approval == "auto" else at + step.deadline,
+            deadline_at=None if approval == "auto" else at + step.deadline,
         )
         self._entry(
             incident,
@@ -693,7 +702,10 @@ class Engine:
             f"holding statement {st.sid} for {channel}:\n{text}",
             {"sid": st.sid, "channel": channel, "text": text, "sha256": st.sha256},
         )
-        if step.approval == "auto":
+        if approval == "auto" and text.startswith(TEMPLATE_ERROR):
+            self.store.save_statement(st)  # held: only a forced approval after an edit posts it
+            return
+        if approval == "auto":
             st.status, st.approved_by, st.approved_at = "approved", "auto", at
             self.store.save_statement(st)
             self._entry(

@@ -137,6 +137,9 @@ class Templates:
             where = f" (line {exc.lineno})" if getattr(exc, "lineno", None) else ""
             what = f"template {name!r}" if name else "template"
             return f"{what} does not work{where}: {exc.message or exc}"
+        except Exception as exc:  # e.g. a division by zero: still the author's to fix
+            what = f"template {name!r}" if name else "template"
+            return f"{what} fails on a sample incident: {type(exc).__name__}: {exc}"
         return None
 
     def render(

@@ -398,3 +398,18 @@ async def test_category_of_a_term_signal_matches_like_a_term(tmp_path):
     h.feed(other)
     assert {i.playbook for i in h.engine.incidents.values()} == {"product-recall", "catch-all"}
     h.close()
+
+
+async def test_a_statement_that_fails_to_render_is_never_auto_posted(tmp_path):
+    text = CATCH_ALL.replace(
+        "We're seeing a lot of conversation about {{ brand }}.",
+        "{{ 100 // (figures.volume - 200) }}",  # fine on the sample, fails on this one
+    )
+    h = Harness.build(tmp_path, RECALL, text)
+    h.feed(anomaly(T0))
+    await h.flush()
+    assert h.target.media("post") == []
+    (st,) = h.engine.statements("acme-20261123-1200")
+    assert st.status == "pending" and st.approver == "incident_commander"
+    assert any("did not render" in m for _, k, _, m in h.entries if k == "warning")
+    h.close()

@@ -94,6 +94,13 @@ def test_template_does_not_compile(tmp_path):
     assert "template does not work" in p.message
 
 
+def test_template_that_raises_on_a_sample(tmp_path):
+    text = BASE + "  - chat:\n      to: [incident_commander]\n      text: '{{ 1 // 0 }}'\n"
+    p = one(tmp_path, text)
+    assert p.line == 9
+    assert "ZeroDivisionError" in p.message
+
+
 def test_template_unknown_variable(tmp_path):
     text = BASE + "  - chat:\n      to: [incident_commander]\n      text: 'Hi {{ brnad }}'\n"
     p = one(tmp_path, text)
