@@ -391,9 +391,9 @@ class Engine:
         volume: float = latest.volume if latest else 0
         expected = latest.expected if latest and latest.signal == "volume" else None
         share = latest.negative_share if latest else 0.0
-        points = self.store.points(incident.id)
-        if points and (latest is None or points[-1][0] >= latest.end):
-            _, volume, share = points[-1]  # the latest bucket is the current figure
+        last = self.store.last_point(incident.id)
+        if last is not None and (latest is None or last[0] >= latest.end):
+            _, volume, share = last  # the latest bucket is the current figure
             volume = int(volume)
         summary = f"{volume} mentions per bucket"
         if expected:

@@ -79,10 +79,22 @@ def figures(incident: Incident, at: float) -> list[tuple[str, str]]:
     ]
 
 
+MAX_BARS = 240
+"""A week of one-minute buckets is drawn as at most this many bars (peak volume per bar)."""
+
+
 def _points(incident: Incident, points: list[Point]) -> list[Point]:
-    if points:
-        return points
-    return sorted({(a.end, float(a.volume), a.negative_share) for a in incident.anomalies})
+    pts = points or sorted({(a.end, float(a.volume), a.negative_share) for a in incident.anomalies})
+    if len(pts) <= MAX_BARS:
+        return pts
+    size = -(-len(pts) // MAX_BARS)
+    out = []
+    for i in range(0, len(pts), size):
+        group = pts[i : i + size]
+        peak = max(group, key=lambda p: p[1])  # a spike must stay visible
+        share = sum(p[2] for p in group) / len(group)
+        out.append((peak[0], peak[1], share))
+    return out
 
 
 def chart(incident: Incident, points: list[Point], at: float, width: int = 760) -> str:

@@ -289,6 +289,15 @@ class Store:
         )
         return [(r[0], r[1], r[2]) for r in rows]
 
+    def last_point(self, incident_id: str) -> tuple[float, float, float] | None:
+        """The most recent chart point of an incident (its current figures)."""
+        row = self.db.execute(
+            "SELECT ts, volume, negative_share FROM points WHERE incident_id=? "
+            "ORDER BY ts DESC LIMIT 1",
+            (incident_id,),
+        ).fetchone()
+        return (row[0], row[1], row[2]) if row else None
+
     # --------------------------------------------------------------- statements
 
     def save_statement(self, s: Statement) -> None:

@@ -413,3 +413,15 @@ async def test_a_statement_that_fails_to_render_is_never_auto_posted(tmp_path):
     assert st.status == "pending" and st.approver == "incident_commander"
     assert any("did not render" in m for _, k, _, m in h.entries if k == "warning")
     h.close()
+
+
+def test_long_incident_chart_is_downsampled_and_keeps_the_peak():
+    from daemon import report
+    from daemon.domain import Incident, SeriesKey
+
+    incident = Incident("i1", "k", "acme", SeriesKey("acme", "x"), T0, Severity.HIGH)
+    points = [(T0 + 60 * i, 10.0, 0.1) for i in range(10_000)]
+    points[5000] = (T0 + 60 * 5000, 999.0, 0.9)
+    svg = report.chart(incident, points, T0 + 600_000)
+    assert svg.count("<rect") <= report.MAX_BARS + 1
+    assert ": 999 mentions" in svg
