@@ -178,3 +178,36 @@ def test_a_failed_transaction_leaves_nothing(tmp_path):
         pass
     assert store.actions() == []
     store.close()
+
+
+async def test_live_clock_escalates_and_delivers_in_real_time(tmp_path):
+    import asyncio
+    import time
+
+    from playbook_fixtures import RECALL, make_config, make_playbooks
+
+    from daemon.clock import RealClock
+    from daemon.engine import Engine
+    from daemon.incidents import IncidentManager
+    from daemon.playbook import PlaybookRouter
+
+    fast = RECALL.replace("deadline: 15m", "deadline: 200ms")
+    cfg = make_config(tmp_path)
+    playbooks = make_playbooks(tmp_path, cfg, fast)
+    store = Store.in_dir(cfg.state_dir)
+    target = RecordingTarget()
+    engine = Engine(cfg, playbooks, RealClock(), store, targets={"rec": target})
+    manager = IncidentManager(PlaybookRouter(playbooks))
+    await engine.start()
+    now = time.time()
+    for event in manager.observe(anomaly(now, terms=("recall",))):
+        engine.handle(event)
+    for _ in range(100):  # the worker delivers without being asked; the deadline passes
+        await asyncio.sleep(0.02)
+        if any("not approved" in a.body for a in target.delivered):
+            break
+    escalation = [a for a in target.delivered if "not approved" in a.body]
+    assert escalation and escalation[0].created_at >= now + 0.2
+    assert any(a.medium == "chat" for a in target.delivered)
+    await engine.stop()
+    store.close()
