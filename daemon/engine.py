@@ -754,6 +754,21 @@ class Engine:
             body,
             {"sid": st.sid, "sha256": st.sha256, "version": st.version},
         )
+        # Minutes count: approvers with a pager are paged to read their email.
+        pagers = [r for r in self.roster.recipients([st.approver], incident.roles, at) if r.pager]
+        if pagers:
+            self._notify(
+                incident,
+                at,
+                "approval_requested",
+                "page",
+                f"{incident.id}/statement/{st.sid}/v{st.version}/approval",
+                [f"person:{r.id}" for r in pagers],
+                "",
+                f"Approve the {incident.brand} holding statement {st.sid} within {deadline}: "
+                "the text is in your email.",
+                {"sid": st.sid, "sha256": st.sha256, "version": st.version},
+            )
 
     def _post(self, incident: Incident, st: Statement, at: float) -> None:
         st.status = "posted"

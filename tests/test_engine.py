@@ -425,3 +425,14 @@ def test_long_incident_chart_is_downsampled_and_keeps_the_peak():
     svg = report.chart(incident, points, T0 + 600_000)
     assert svg.count("<rect") <= report.MAX_BARS + 1
     assert ": 999 mentions" in svg
+
+
+async def test_approvers_with_a_pager_are_paged_to_read_the_request(tmp_path):
+    text = CATCH_ALL.replace("approval: auto", "approval: incident_commander")
+    h = Harness.build(tmp_path, RECALL, text)
+    h.feed(anomaly(T0))
+    await h.flush()
+    pages = [a for a in h.target.media("page") if "Approve the acme" in a.body]
+    assert len(pages) == 1 and pages[0].to[0]["pager"]
+    assert len([a for a in h.target.media("email") if "APPROVE" in a.subject]) == 1
+    h.close()
