@@ -465,6 +465,17 @@ def cross_check(
                 message = templates.check(source=body.subject)
                 if message:
                     problems.append(located.problem((*loc, "subject"), message))
+            if (
+                isinstance(body, EscalateStep)
+                and body.unless in ("approved", "posted")
+                and not any(True for _ in playbook.statements())
+            ):
+                problems.append(
+                    located.problem(
+                        (*loc, "unless"),
+                        f"unless: {body.unless} needs a post_statement step in this playbook",
+                    )
+                )
     refs(("resolve", "notify"), playbook.resolve.notify)
     template(("resolve",), None, playbook.resolve.template)
     return problems

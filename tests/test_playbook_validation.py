@@ -87,6 +87,11 @@ def test_update_interval_must_be_sane(tmp_path):
     assert p.line == 7 and "at least 1m" in p.message
 
 
+def test_escalate_unless_posted_needs_a_statement(tmp_path):
+    p = one(tmp_path, BASE + "  - escalate: {after: 5m, unless: posted, to: incident_commander}\n")
+    assert p.line == 7 and "needs a post_statement" in p.message
+
+
 def test_template_does_not_compile(tmp_path):
     text = BASE + "  - chat:\n      to: [incident_commander]\n      text: 'Hi {{ brand '\n"
     p = one(tmp_path, text)
