@@ -79,9 +79,9 @@ class Match(Section):
     )
     brands: list[str] = Field(default_factory=lambda: ["*"], description="brand globs")
     channels: list[str] = Field(default_factory=lambda: ["*"], description="channel globs")
-    tones: list[Literal["negative", "neutral", "positive"]] = Field(
+    tones: list[Literal["negative", "neutral"]] = Field(
         default_factory=lambda: ["negative", "neutral"],
-        description="bucket tones that count; a positive launch spike is no crisis",
+        description="bucket tones that count; a positive spike (a launch) is never a crisis",
     )
 
 
