@@ -274,6 +274,21 @@ class Store:
         rows = self.db.execute(sql + " ORDER BY opened_at").fetchall()
         return [incident_from_doc(r["doc"], self.timeline(r["id"])) for r in rows]
 
+    def resolved_keys(self, since: float) -> dict[str, float]:
+        """Dedup key → last resolution time of incidents resolved after ``since``.
+
+        For the incident manager's cooldowns after a restart: a crisis that
+        just ended must not re-open as new the minute the daemon comes back.
+        """
+        out: dict[str, float] = {}
+        rows = self.db.execute("SELECT doc FROM incidents WHERE status='resolved'")
+        for row in rows:
+            doc = json.loads(row[0])
+            at = doc.get("resolved_at")
+            if at is not None and at >= since and at > out.get(doc["key"], float("-inf")):
+                out[doc["key"]] = at
+        return out
+
     def add_point(self, incident_id: str, ts: float, volume: float, negative_share: float) -> None:
         """One point of the incident's volume / negative-share chart."""
         self.db.execute(

@@ -211,3 +211,12 @@ async def test_live_clock_escalates_and_delivers_in_real_time(tmp_path):
     assert any(a.medium == "chat" for a in target.delivered)
     await engine.stop()
     store.close()
+
+
+async def test_resolved_keys_for_cooldowns_after_restart(tmp_path):
+    h = Harness.build(tmp_path)
+    h.feed(anomaly(T0, terms=("recall",)))
+    h.engine.resolve(INCIDENT, by="alice")
+    assert h.store.resolved_keys(T0 - 1) == {"acme:product-recall": T0}
+    assert h.store.resolved_keys(T0 + 1) == {}
+    h.close()
