@@ -231,14 +231,20 @@ class SeasonalCountDetector:
 
     # -- scoring -----------------------------------------------------------
     def _evaluate(self, t: float, x: float) -> tuple:
+        # hot path (every bucket of every series): properties inlined
         season = self._season(t)
-        mu = self.level * season[0]
+        den = self.lvl_den
+        mu = (self.lvl_num / den if den > 0.0 else 0.0) * season[0]
         if mu < 0.01:
             mu = 0.01
-        phi = self.dispersion
-        p_nb = _nb_tail(x, mu, phi)
-        p = p_nb
-        if p_nb < self.record_cap:
+        if self.d_den > 0.0:
+            phi = self.d_num / self.d_den
+            md = self.min_dispersion
+            phi = md if phi < md else (phi if phi < 10.0 else 10.0)
+        else:
+            phi = 1.0
+        p = _nb_tail(x, mu, phi)
+        if p < self.record_cap:
             a = self.tail_index
             p_rec = self.rec1.tail(self.short_sum + x, a, self.k1)
             if self.k > 1:
@@ -273,8 +279,10 @@ class SeasonalCountDetector:
         self._cache = None
         ev = c[2] if c is not None and c[0] == t and c[1] == x else self._evaluate(t, x)
         (s, i, f, dw), mu, phi, p = ev
-        lvl = self.level
-        warm = self.warm
+        den = self.lvl_den
+        lvl = self.lvl_num / den if den > 0.0 else 0.0
+        n_ = self.n
+        warm = n_ * self.bucket >= self.warmup
         if self.share_gate and n > 1.0:
             a = self.a_level
             self.g_x += a * (x - self.g_x)
@@ -292,49 +300,61 @@ class SeasonalCountDetector:
         self.ring_i = j + 1 if j + 1 < r else 0
         self.hold.push(p if warm else 1.0)
         # winsorise: the storm must not become the baseline
-        if self.n >= 12:
+        xc = x
+        if n_ >= 12:
             cap = mu + self.clip_z * math.sqrt(mu + phi * mu * mu) + 1.0
-            xc = x if x < cap else cap
-        else:
-            xc = x
-        self.n += 1
-        n_ = self.n
+            if x > cap:
+                xc = cap
+        n_ += 1
+        self.n = n_
         # level: EW ratio of sums, 1/n weighting at start-up
-        a = self.a_level if self.a_level * n_ > 1.0 else 1.0 / n_
+        a = self.a_level
+        if a * n_ <= 1.0:
+            a = 1.0 / n_
         self.lvl_num += a * (xc - self.lvl_num)
-        self.lvl_den += a * (s - self.lvl_den)
+        self.lvl_den = den + a * (s - den)
         # dispersion: E[(X − μ)² − X] = φμ² under the negative binomial
         if n_ > 12:
-            a = self.a_disp if self.a_disp * n_ > 1.0 else 1.0 / n_
-            self.d_num += a * ((xc - mu) ** 2 - xc - self.d_num)
+            a = self.a_disp
+            if a * n_ <= 1.0:
+                a = 1.0 / n_
+            e = xc - mu
+            self.d_num += a * (e * e - xc - self.d_num)
             self.d_den += a * (mu * mu - self.d_den)
         # fast level and level-shift detection (unclipped)
-        a = self.a_fast if self.a_fast * n_ > 1.0 else 1.0 / n_
-        self.fast += a * (x / s - self.fast)
-        if lvl > 0.0 and (
-            self.fast > lvl * self.shift_ratio + 1.0 / s
-            or self.fast * self.shift_ratio + 1.0 / s < lvl
-        ):
-            self.run += 1
-            if self.run >= self.shift_buckets:
-                self.lvl_num = self.fast * self.lvl_den
-                self.run = 0
-        else:
-            self.run = 0
+        a = self.a_fast
+        if a * n_ <= 1.0:
+            a = 1.0 / n_
+        fast = self.fast + a * (x / s - self.fast)
+        self.fast = fast
         if lvl <= 0.0:
             return
+        sr, tol = self.shift_ratio, 1.0 / s
+        if fast > lvl * sr + tol or fast * sr + tol < lvl:
+            self.run += 1
+            if self.run >= self.shift_buckets:
+                self.lvl_num = fast * self.lvl_den
+                self.run = 0
+        elif self.run:
+            self.run = 0
         # daily profile (two knots, by interpolation weight) and weekly factor
         ratio = xc / (lvl * dw)
-        for k, w in ((i, 1.0 - f), ((i + 1) % self.slots, f)):
-            pw = self.prof_w[k] + w
-            self.prof_w[k] = pw
-            if pw > 0.0:
-                a = w * (self.a_season if self.a_season * pw > 1.0 else 1.0 / pw)
-                self.prof[k] += a * (ratio - self.prof[k])
+        prof, pw, a0 = self.prof, self.prof_w, self.a_season
+        k = i + 1 if i + 1 < self.slots else 0
+        w = 1.0 - f
+        v = pw[i] + w
+        pw[i] = v
+        if v > 0.0:
+            prof[i] += w * (a0 if a0 * v > 1.0 else 1.0 / v) * (ratio - prof[i])
+        v = pw[k] + f
+        pw[k] = v
+        if v > 0.0:
+            prof[k] += f * (a0 if a0 * v > 1.0 else 1.0 / v) * (ratio - prof[k])
         if n_ * self.bucket >= 7 * DAY:  # weekly factors only after a week
             d = (int(t // DAY) + WEEK_OFFSET_DAYS) % 7
-            self.week_w[d] += 1.0
-            a = max(self.a_week, 1.0 / self.week_w[d])
+            v = self.week_w[d] + 1.0
+            self.week_w[d] = v
+            a = self.a_week if self.a_week * v > 1.0 else 1.0 / v
             self.week[d] += a * (xc * dw / (lvl * s) - self.week[d])
         # keep the daily profile and weekly factors at mean 1, hourly
         hour = int(t // HOUR)
