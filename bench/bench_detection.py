@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -180,12 +181,15 @@ def extract_cost() -> float:
     return best
 
 
-def tick_10k(series: int, bucket: float = 60.0) -> tuple[float, float, int]:
+def tick_10k(series: int, bucket: float = 60.0) -> tuple[float, float, int, float]:
     """One bucket tick of ``series`` series, every signal on (terms on a 5-term bucket)."""
     state, _stream = warm_set(bucket)
     blob = pickle.dumps(state["dets"])
     tblob = pickle.dumps(state["terms"])
+    tracemalloc.start()
     fleet = [(pickle.loads(blob), pickle.loads(tblob)) for _ in range(series)]
+    resident = tracemalloc.get_traced_memory()[0] / series
+    tracemalloc.stop()
     n0 = state["n"]
     t = T0 + bucket * n0
     rng = random.Random(5)
@@ -205,7 +209,7 @@ def tick_10k(series: int, bucket: float = 60.0) -> tuple[float, float, int]:
         terms.score_terms(t, bag, int(vol))
         terms.learn_terms(t, bag, int(vol))
     ms = (time.perf_counter() - start) * 1e3
-    return ms, len(blob) + len(tblob), series
+    return ms, len(blob) + len(tblob), series, resident
 
 
 def run_nab(data: Path, out: Path, thr: float) -> None:
@@ -242,9 +246,10 @@ def main() -> None:
         print(f"  {name:44} {us:10.1f} {size:13d}")
     print(f"  {'all signals':44} {'':>10} {total:13d}")
     print(f"  extract_terms: {extract_cost():.1f} µs per mention (best of 5)")
-    ms, size, n = tick_10k(args.series)
+    ms, size, n, resident = tick_10k(args.series)
     print(f"\none bucket tick, {n} series, every signal on: {ms:.0f} ms "
-          f"(pickled state {size} bytes per series, {size * n / 2**20:.0f} MiB in all)")
+          f"({ms / n * 1e3:.0f} µs per series); state per series: {size} bytes pickled, "
+          f"{resident / 1024:.0f} KiB in memory ({resident * n / 2**20:.0f} MiB in all)")
 
 
 if __name__ == "__main__":

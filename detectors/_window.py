@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from array import array
 
 __all__ = ["Hold", "Record"]
 
@@ -19,7 +20,7 @@ class Record:
 
     def __init__(self, n_blocks: int, blk: int) -> None:
         self.blk = blk
-        self.blocks = [0.0] * n_blocks
+        self.blocks = array("d", bytes(8 * n_blocks))  # 8 bytes a value
         self.i = 0  # next block slot
         self.filled = 0  # completed blocks
         self.cur = 0.0  # max of the current block so far

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from array import array
 
 from detectors._stats import P_FLOOR, normal_isf, normal_sf
 from detectors._window import Hold, Record, record_gate
@@ -105,8 +106,8 @@ class SentimentDetector:
         self.tau2 = 0.0  # between-bucket variance τ² of the true mean
         self.inv_n = 0.0  # EW mean of 1/n
         self.d2 = 0.0  # EW mean of squared deviations
-        self.ring_n = [0.0] * self.k
-        self.ring_sx = [0.0] * self.k
+        self.ring_n = array("d", bytes(8 * self.k))  # compact: 8 bytes a value
+        self.ring_sx = array("d", bytes(8 * self.k))
         self.ring_i = 0
         self.sum_n = 0.0
         self.sum_sx = 0.0

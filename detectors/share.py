@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from array import array
 
 from scipy.special import betainc as _betainc
 
@@ -121,8 +122,8 @@ class ShareDetector:
         self.sn = 0.0  # EW Σ mentions
         self.rho_num = 0.0  # EW Σ ((x − nπ)² − nπ(1 − π))
         self.rho_den = 0.0  # EW Σ n(n − 1)π(1 − π)
-        self.ring_x = [0.0] * self.k
-        self.ring_n = [0.0] * self.k
+        self.ring_x = array("d", bytes(8 * self.k))  # compact: 8 bytes a value
+        self.ring_n = array("d", bytes(8 * self.k))
         self.ring_i = 0
         self.sum_x = 0.0
         self.sum_n = 0.0

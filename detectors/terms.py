@@ -199,7 +199,7 @@ class TermDetector:
         bucket: float = 60.0,
         warmup: float = DAY,
         lexicon: Lexicon | str | Path | None = None,
-        capacity: int = 512,
+        capacity: int = 256,
         min_count: int = 3,
         half_life: float = 3 * DAY,
         lexicon_floor: float = 1e-4,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from array import array
 
 from detectors._stats import P_FLOOR, nb_quantile, nb_upper_midp, normal_sf
 from detectors._window import Hold, Record
@@ -184,7 +185,7 @@ class SeasonalCountDetector:
         self.run = 0
         self.last_hour = -1
         # the last k − 1 buckets, for the one-hour sum
-        self.ring = [0.0] * max(self.k - 1, self.k1 - 1, 1)
+        self.ring = array("d", bytes(8 * max(self.k - 1, self.k1 - 1, 1)))
         self.ring_i = 0
         self.ring_sum = 0.0  # the last k − 1 buckets
         self.short_sum = 0.0  # the last k1 − 1 buckets
