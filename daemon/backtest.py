@@ -13,13 +13,55 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from daemon.assembly import OnEntry, assemble
 from daemon.clock import SimClock
 from daemon.config import Config
 from daemon.decode import Decoder
 from daemon.domain import IncidentChange, IncidentEvent
 from daemon.pipeline import Listener, Pipeline, PipelineStats
+from daemon.response import Response
 from daemon.scores import ScoreWriter
 from daemon.sources.replay import ReplaySource
+from daemon.store import Store
+
+
+@dataclass(frozen=True, slots=True)
+class Responders:
+    """Simulated people for a replay: who acknowledges and approves, and when.
+
+    A backtest with nobody answering shows only escalations; with responders
+    it shows the response a team would give (the holding statement posted).
+    """
+
+    ack_after: float | None = None
+    approve_after: float | None = None
+
+    def attach(self, pipeline: Pipeline, response: Response) -> Listener:
+        """A listener that schedules the simulated actions of each new incident."""
+        clock = pipeline.clock
+
+        def acknowledge(incident_id: str) -> None:
+            if incident_id in pipeline.incidents.open:
+                pipeline.emit(pipeline.incidents.acknowledge(incident_id, clock.now(), "responder"))
+
+        def approve(incident_id: str) -> None:
+            if incident_id not in pipeline.incidents.open:
+                return
+            for st in response.engine.statements(incident_id):
+                approvers = response.engine.approvers(incident_id, st.sid)
+                if st.status == "pending" and approvers:
+                    response.engine.approve(incident_id, st.sid, st.sha256, approvers[0])
+
+        def on_event(event: IncidentEvent) -> None:
+            if event.change != IncidentChange.OPENED:
+                return
+            iid = event.incident.id
+            if self.ack_after is not None:
+                clock.call_at(event.at + self.ack_after, lambda: acknowledge(iid))
+            if self.approve_after is not None:
+                clock.call_at(event.at + self.approve_after, lambda: approve(iid))
+
+        return on_event
 
 
 @dataclass(slots=True)
@@ -59,25 +101,40 @@ async def replay(
     *,
     scores: Path | None = None,
     listeners: list[Listener] | None = None,
+    on_entry: OnEntry | None = None,
+    responders: Responders | None = None,
 ) -> ReplayResult:
-    """Run the pipeline over ``paths`` to the end and report what happened."""
+    """Run the pipeline over ``paths`` to the end and report what happened.
+
+    The response side runs on an in-memory store, so a replay leaves nothing
+    behind and never sees the live daemon's incidents.
+    """
     decoder = Decoder(prefix=cfg.mqtt.prefix, max_payload=cfg.mqtt.max_payload)
     source = ReplaySource(paths, decoder)
     writer = ScoreWriter(scores) if scores is not None else None
     result = ReplayResult(PipelineStats(), decoder.invalid)
-    pipeline = Pipeline(
+    pipeline, response = assemble(
         cfg,
         SimClock(),
-        on_score=writer,
+        store=Store(":memory:"),
+        tolerant=True,
         listeners=[result.events.append, *(listeners or [])],
+        on_entry=on_entry,
+        on_score=writer,
     )
     result.stats = pipeline.stats
+    if responders is not None and response is not None:
+        pipeline.listeners.append(responders.attach(pipeline, response))
     started = time.perf_counter()
+    if response is not None:
+        await response.start()
     try:
         await pipeline.run(source)
         pipeline.finish()
     finally:
         pipeline.close()
+        if response is not None:
+            await response.stop()
     result.seconds = time.perf_counter() - started
     if writer is not None:
         result.score_files = writer.close()

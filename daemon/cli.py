@@ -15,6 +15,7 @@ from pathlib import Path
 
 from daemon import config as config_mod
 from daemon import logs
+from daemon.config import parse_duration
 from daemon.yamlfile import FileProblems
 
 
@@ -49,7 +50,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
             flush=True,
         )
         printer = TimelinePrinter(json_lines=args.json)
-        result = asyncio.run(backtest.replay([path], cfg, listeners=[printer.event]))
+        responders = backtest.Responders(
+            parse_duration(args.ack_after), parse_duration(args.approve_after)
+        )
+        result = asyncio.run(
+            backtest.replay([path], cfg, listeners=[printer.event], on_entry=printer.entry,
+                            responders=responders)
+        )
     print("\n" + result.summary())
     return 0 if result.opened else 1
 
@@ -67,7 +74,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     try:
         result = asyncio.run(
             backtest.replay([Path(p) for p in args.files], cfg, scores=scores,
-                            listeners=[printer.event])
+                            listeners=[printer.event], on_entry=printer.entry)
         )
     except ReplayError as exc:
         print(f"crisisd replay: {exc}", file=sys.stderr)
@@ -90,10 +97,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    """Check the configuration; print every problem with file and line."""
+    """Check the configuration and the playbooks; print every problem located."""
+    from daemon import playbook
+
     path = _config_path(args.config)
-    config_mod.load(path)
-    print(f"{path or 'built-in defaults'}: ok")
+    problems = playbook.validate_all(path)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        n = len(problems)
+        print(f"{n} problem{'s' if n != 1 else ''} found", file=sys.stderr)
+        return 1
+    cfg = config_mod.load(path)
+    print(f"{path or 'built-in defaults'}: ok; playbooks in {cfg.playbooks.dir}/: ok")
     return 0
 
 
@@ -145,6 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("demo", cmd_demo, "replay a synthetic week with a crisis and show the incident")
     p.add_argument("--json", action="store_true", help="JSON lines instead of a timeline")
     p.add_argument("--write", metavar="FILE", help="also keep the generated stream here")
+    p.add_argument("--ack-after", default="4m", metavar="DURATION",
+                   help="the simulated commander acknowledges this long after opening")
+    p.add_argument("--approve-after", default="9m", metavar="DURATION",
+                   help="the simulated approver approves the statement this long after opening")
 
     p = add("replay", cmd_replay, "run the pipeline over JSON-lines or CSV files")
     p.add_argument("files", nargs="+", metavar="FILE")

@@ -108,6 +108,12 @@ class IncidentManager:
             self.open[incident.id] = incident
             self._routes[incident.id] = routes[incident.id]
 
+    def restore_resolved(self, resolved: dict[str, float]) -> None:
+        """Resume cooldowns after a restart: key → when its incident resolved."""
+        for key, at in resolved.items():
+            if at > self._resolved_at.get(key, float("-inf")):
+                self._resolved_at[key] = at
+
     def _brand_open(self, brand: str) -> list[Incident]:
         return [i for i in self.open.values() if i.brand == brand]
 

@@ -33,6 +33,7 @@ from detectors.terms import extract_terms
 log = structlog.get_logger("crisisd.pipeline")
 
 Listener = Callable[[IncidentEvent], None]
+BucketListener = Callable[[Bucket], None]
 
 
 @dataclass(slots=True)
@@ -60,6 +61,7 @@ class Pipeline:
         silenced: Callable[[Anomaly], object | None] | None = None,
         on_score: ScoreSink | None = None,
         listeners: Iterable[Listener] = (),
+        bucket_listeners: Iterable[BucketListener] = (),
     ) -> None:
         self.cfg = cfg
         self.clock = clock
@@ -72,6 +74,7 @@ class Pipeline:
         )
         self.sentiment = SentimentScorer()
         self.listeners = list(listeners)
+        self.bucket_listeners = list(bucket_listeners)
         self.stats = PipelineStats()
 
     async def run(self, source: Source) -> None:
@@ -119,6 +122,8 @@ class Pipeline:
             anomalies.extend(found)
             if elevated:
                 self.incidents.keep_alive(bucket.series.brand, end)
+            for listener in self.bucket_listeners:
+                listener(bucket)
         self.stats.detect_seconds += time.perf_counter() - started
         self.stats.buckets += len(buckets)
         events: list[IncidentEvent] = []

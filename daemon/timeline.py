@@ -137,4 +137,5 @@ class TimelinePrinter:
             record |= {"incident": incident.id, "message": entry.message, **entry.data}
             self._write(json.dumps(record, default=str))
             return
-        self._write(f"{stamp(entry.ts)}    {entry.kind:<15} {entry.message}")
+        message = entry.message.replace("\n", "\n" + " " * 42)
+        self._write(f"{stamp(entry.ts)}    {entry.kind:<17} {message}")

@@ -45,5 +45,11 @@ def test_validate_command_exits_1_and_prints_locations(tmp_path, capsys):
     assert cli.main(["validate", "-c", str(path)]) == 1
     err = capsys.readouterr().err
     assert f"{path}:2:10: incidents.quiet: expected a duration" in err
-    path.write_text("incidents:\n  quiet: 2h\n")
+    (tmp_path / "playbooks").mkdir()
+    path.write_text(f"incidents:\n  quiet: 2h\nplaybooks:\n  dir: {tmp_path / 'playbooks'}\n")
     assert cli.main(["validate", "-c", str(path)]) == 0
+
+
+def test_shipped_config_and_playbooks_validate(capsys):
+    assert cli.main(["validate", "-c", "config.yaml"]) == 0
+    assert "ok" in capsys.readouterr().out

@@ -26,7 +26,7 @@ NAMES = [
 
 @pytest.fixture(scope="module")
 def shipped():
-    cfg = config_module.load(REPO / "config.example.yaml")
+    cfg = config_module.load(REPO / "config.yaml")
     return cfg, playbook.load(REPO / "playbooks", cfg)
 
 
@@ -69,7 +69,7 @@ def test_drill_command_line(capsys, monkeypatch):
             "drill",
             "service-outage",
             "-c",
-            str(REPO / "config.example.yaml"),
+            str(REPO / "config.yaml"),
             "--playbooks",
             str(REPO / "playbooks"),
             "--brand",

@@ -204,8 +204,8 @@ def test_config_cross_references(tmp_path):
 
 
 def test_shipped_playbooks_validate_with_the_example_config():
-    assert playbook.validate_all(REPO / "config.example.yaml", REPO / "playbooks") == []
-    cfg = config_module.load(REPO / "config.example.yaml")
+    assert playbook.validate_all(REPO / "config.yaml", REPO / "playbooks") == []
+    cfg = config_module.load(REPO / "config.yaml")
     loaded = playbook.load(REPO / "playbooks", cfg)
     assert {p.name for p in loaded} == {
         "product-recall",
@@ -221,7 +221,7 @@ def test_shipped_playbooks_validate_with_the_example_config():
 
 
 def test_shipped_statements_answer_within_the_hour():
-    cfg = config_module.load(REPO / "config.example.yaml")
+    cfg = config_module.load(REPO / "config.yaml")
     for pb in playbook.load(REPO / "playbooks", cfg):
         statements = list(pb.statements())
         assert statements, pb.name

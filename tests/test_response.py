@@ -47,7 +47,7 @@ def test_strict_mode_refuses_unknown_rotations(tmp_path):
 
 
 async def test_restore_into_a_new_manager(tmp_path):
-    cfg = config_module.load(REPO / "config.example.yaml").model_copy(
+    cfg = config_module.load(REPO / "config.yaml").model_copy(
         update={"state_dir": tmp_path}
     )
     first = Response.build(cfg, SimClock(T0), playbooks_dir=REPO / "playbooks")
@@ -71,7 +71,7 @@ async def test_reload_keeps_the_last_good_set(tmp_path):
 
     directory = tmp_path / "playbooks"
     shutil.copytree(REPO / "playbooks", directory)
-    cfg = config_module.load(REPO / "config.example.yaml").model_copy(
+    cfg = config_module.load(REPO / "config.yaml").model_copy(
         update={"state_dir": tmp_path, "playbooks": config_module.PlaybooksConfig(dir=directory)}
     )
     response = Response.build(cfg, SimClock(T0))

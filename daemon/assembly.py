@@ -1,0 +1,66 @@
+"""Wires the detection pipeline to the response side, the same way everywhere.
+
+``run``, ``replay`` and ``demo`` differ only in their source, clock and
+store; this module builds the rest identically, so a replay is a faithful
+backtest of the daemon, response timeline included. Without a playbooks
+directory crisisd still detects and opens incidents (one per brand), and
+says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import structlog
+
+from daemon.clock import Clock
+from daemon.config import Config
+from daemon.detect import ScoreSink
+from daemon.domain import Incident, TimelineEntry
+from daemon.pipeline import Listener, Pipeline
+from daemon.response import Response
+from daemon.store import Store
+
+log = structlog.get_logger("crisisd.assembly")
+
+OnEntry = Callable[[Incident, TimelineEntry], None]
+
+
+def assemble(
+    cfg: Config,
+    clock: Clock,
+    *,
+    store: Store | None = None,
+    tolerant: bool = False,
+    listeners: Iterable[Listener] = (),
+    on_entry: OnEntry | None = None,
+    on_score: ScoreSink | None = None,
+) -> tuple[Pipeline, Response | None]:
+    """The pipeline, and the response side when playbooks are configured.
+
+    Open incidents and cooldowns in the store are resumed into the incident
+    stage. Raises ``yamlfile.FileProblems`` when the playbooks are invalid.
+    """
+    if not cfg.playbooks.dir.is_dir():
+        log.warning(
+            "no playbooks directory: incidents open without a response",
+            playbooks=str(cfg.playbooks.dir),
+        )
+        return Pipeline(cfg, clock, on_score=on_score, listeners=listeners), None
+    response = Response.build(cfg, clock, on_entry, store=store, tolerant=tolerant)
+    for problem in response.warnings:
+        log.warning("playbook reference not in config", problem=str(problem))
+    pipeline = Pipeline(
+        cfg,
+        clock,
+        router=response.router,
+        silenced=response.silences.matches,
+        on_score=on_score,
+        listeners=[*listeners, response.engine.handle],
+        bucket_listeners=[response.engine.observe_bucket],
+    )
+    response.restore_into(pipeline.incidents)
+    longest = max((p.resolve.cooldown for p in response.playbooks), default=0.0)
+    cooldown = max(cfg.incidents.cooldown, longest)
+    pipeline.incidents.restore_resolved(response.store.resolved_keys(clock.now() - cooldown))
+    return pipeline, response
