@@ -90,10 +90,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Run the live daemon until SIGTERM."""
     from daemon import service
 
-    cfg = _load(args.config)
+    path = _config_path(args.config)
+    cfg = config_mod.load(path)
     fmt = cfg.log.format
     logs.setup(cfg.log.level, json_lines=fmt in ("auto", "json"))
-    return asyncio.run(service.serve(cfg))
+    return asyncio.run(service.serve(cfg, path))
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

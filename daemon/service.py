@@ -1,8 +1,11 @@
 """``crisisd run``: the live daemon.
 
-Subscribes to the broker, feeds the pipeline on the real clock, and stops
-cleanly on SIGTERM or SIGINT: the source is stopped, what was received is
-processed, and the process exits 0 so systemd records a clean stop.
+Subscribes to the broker, feeds the pipeline on the real clock, runs the
+playbooks, and stops cleanly on SIGTERM or SIGINT: the source is stopped,
+what was received is processed, deliveries are drained, state is saved and
+the process exits 0 so systemd records a clean stop. SIGHUP re-reads
+config.yaml and the playbooks; an invalid set is rejected with the same
+located errors as ``crisisd validate`` and the last good set keeps running.
 """
 
 from __future__ import annotations
@@ -15,13 +18,17 @@ from pathlib import Path
 
 import structlog
 
+from daemon import config as config_mod
 from daemon import snapshots
+from daemon.assembly import assemble
 from daemon.clock import RealClock
 from daemon.config import Config
 from daemon.decode import Decoder
 from daemon.pipeline import Pipeline
+from daemon.response import Response
 from daemon.sdnotify import Notifier
 from daemon.sources.mqtt import MqttSource
+from daemon.yamlfile import FileProblems
 
 log = structlog.get_logger("crisisd.service")
 
@@ -49,18 +56,54 @@ def _save(pipeline: Pipeline, path: Path) -> None:
     log.info("detector snapshot saved", bytes=size, series=len(pipeline.detect.series))
 
 
-async def serve(cfg: Config, notifier: Notifier | None = None) -> int:
+def reload(
+    path: Path | None, pipeline: Pipeline, response: Response | None, notifier: Notifier
+) -> bool:
+    """Apply a re-read config and playbook set, or keep the running one.
+
+    Detector state, open incidents, pending timers and the outbox are kept:
+    only settings and playbooks change. Broker and detection settings need a
+    restart (the subscription and the learnt baselines depend on them).
+    """
+    notifier.reloading()
+    try:
+        new = config_mod.load(path)
+        problems = response.reload(new) if response is not None else []
+        if problems:
+            raise FileProblems(problems)
+    except FileProblems as exc:
+        log.error(
+            "reload rejected; the last good configuration keeps running",
+            problems=[str(p) for p in exc.problems],
+        )
+        notifier.ready(status="reload rejected; running the last good set")
+        return False
+    if new.mqtt != pipeline.cfg.mqtt or new.detection != pipeline.cfg.detection:
+        log.warning("mqtt and detection settings change only on restart")
+    pipeline.cfg = new.model_copy(update={"mqtt": pipeline.cfg.mqtt,
+                                          "detection": pipeline.cfg.detection})
+    log.info("reloaded", playbooks=len(response.playbooks) if response else 0)
+    notifier.ready(status="reloaded")
+    return True
+
+
+async def serve(cfg: Config, path: Path | None = None, notifier: Notifier | None = None) -> int:
     """Run until a stop signal; the process exit status."""
     notifier = notifier or Notifier()
     decoder = Decoder(prefix=cfg.mqtt.prefix, max_payload=cfg.mqtt.max_payload)
     source = MqttSource(cfg.mqtt, decoder)
-    pipeline = Pipeline(cfg, RealClock())
+    pipeline, response = assemble(cfg, RealClock())
     snapshot = snapshots.path_in(cfg.state_dir)
     snapshots.load(snapshot, pipeline.detect, pipeline.windows)
+    if response is not None:
+        await response.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(
+        signal.SIGHUP, lambda: reload(path, pipeline, response, notifier)
+    )
     log.info("starting", broker=f"{cfg.mqtt.host}:{cfg.mqtt.port}", prefix=cfg.mqtt.prefix)
     runner = asyncio.create_task(pipeline.run(source), name="pipeline")
     stopper = asyncio.create_task(stop.wait(), name="stop-signal")
@@ -89,7 +132,9 @@ async def serve(cfg: Config, notifier: Notifier | None = None) -> int:
             task.cancel()
         pipeline.close()
         _save(pipeline, snapshot)
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        if response is not None:
+            await response.stop()
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(signum)
     log.info(
         "stopped",

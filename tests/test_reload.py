@@ -1,0 +1,64 @@
+"""SIGHUP reload: a valid set replaces the old; an invalid one is rejected, located."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_log(proc: subprocess.Popen[str], event: str, lines: list[str], timeout: float = 15):
+    """Read the daemon's JSON log lines until one has ``event``; that record."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if line.startswith("{"):
+            record = json.loads(line)
+            if record.get("event") == event:
+                return record
+    raise AssertionError(f"no {event!r} log within {timeout}s:\n{''.join(lines[-20:])}")
+
+
+def test_sighup_reloads_valid_playbooks_and_keeps_the_last_good_set(mosquitto, tmp_path):
+    playbooks = tmp_path / "playbooks"
+    shutil.copytree(ROOT / "playbooks", playbooks)
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    cfg["mqtt"].update(port=mosquitto.port, client_id="reload-test")
+    cfg["state_dir"] = str(tmp_path / "state")
+    cfg["playbooks"] = {"dir": str(playbooks)}
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    proc = subprocess.Popen([sys.executable, "-m", "daemon", "run", "-c", str(config)],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    lines: list[str] = []
+    try:
+        wait_log(proc, "ready", lines)
+        proc.send_signal(signal.SIGHUP)
+        assert wait_log(proc, "reloaded", lines)["playbooks"] == 6
+
+        broken = playbooks / "catch-all.yaml"
+        broken.write_text(broken.read_text().replace("after_quiet: ", "after_quiet: 15 minutes #"))
+        proc.send_signal(signal.SIGHUP)
+        rejected = wait_log(proc, "reload rejected; the last good configuration keeps running",
+                            lines)
+        assert any(p.startswith(f"{broken}:") and "duration" in p for p in rejected["problems"])
+        assert proc.poll() is None
+
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
