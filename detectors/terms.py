@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -237,6 +238,7 @@ class TermDetector:
         return state
 
     def __setstate__(self, state: dict) -> None:
+        state["num"] = {sys.intern(w): v for w, v in state["num"].items()}
         self.__dict__.update(state)
         if self.lexicon is None:
             self.lexicon = _default_lexicon()
@@ -318,7 +320,11 @@ class TermDetector:
                 cap = 3.0 * volume * num.get(w, 0.0) / den + 2.0
                 if c > cap:
                     c = cap
-            num[w] = num.get(w, 0.0) + c * g
+            old = num.get(w)
+            if old is None:  # one copy of a word for all series (memory, not speed)
+                num[sys.intern(w)] = c * g
+            else:
+                num[w] = old + c * g
         self.den = den + volume * g
         if len(num) > self.capacity * 1.25:
             keep = sorted(num.items(), key=lambda kv: kv[1], reverse=True)[: self.capacity]
