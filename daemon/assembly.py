@@ -2,9 +2,8 @@
 
 ``run``, ``replay`` and ``demo`` differ only in their source, clock and
 store; this module builds the rest identically, so a replay is a faithful
-backtest of the daemon, response timeline included. Without a playbooks
-directory crisisd still detects and opens incidents (one per brand), and
-says so.
+backtest of the daemon, response timeline included. Without playbooks
+crisisd still detects and opens incidents (one per brand), and says so.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ from daemon.config import Config
 from daemon.detect import ScoreSink
 from daemon.domain import Incident, TimelineEntry
 from daemon.pipeline import Listener, Pipeline
+from daemon.playbook import playbook_files
 from daemon.response import Response
 from daemon.store import Store
 
@@ -41,9 +41,9 @@ def assemble(
     Open incidents and cooldowns in the store are resumed into the incident
     stage. Raises ``yamlfile.FileProblems`` when the playbooks are invalid.
     """
-    if not cfg.playbooks.dir.is_dir():
+    if not playbook_files(cfg.playbooks.dir):
         log.warning(
-            "no playbooks directory: incidents open without a response",
+            "no playbooks: incidents open (one per brand) without a response",
             playbooks=str(cfg.playbooks.dir),
         )
         return Pipeline(cfg, clock, on_score=on_score, listeners=listeners), None

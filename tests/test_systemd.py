@@ -62,6 +62,7 @@ def test_ready_after_subscription_watchdog_pings_and_stopping(mosquitto, notify_
     config.write_text(
         f"mqtt:\n  port: {mosquitto.port}\n  client_id: sdnotify-test\n"
         f"  reconnect_min: 100ms\n  reconnect_max: 200ms\nstate_dir: {tmp_path / 'state'}\n"
+        f"playbooks:\n  dir: {tmp_path / 'no-playbooks'}\n"
     )
     env = {**os.environ, "NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "400000"}
     env.pop("WATCHDOG_PID", None)
