@@ -148,8 +148,10 @@ class IncidentManager:
             anomalies=[anomaly],
             last_anomaly_at=at,
         )
-        while incident.id in self.open:
-            incident.id += "+"
+        base, n = incident.id, 1
+        while incident.id in self.open:  # two keys of one brand in the same minute
+            n += 1
+            incident.id = f"{base}-{n}"
         incident.timeline.append(
             TimelineEntry(at, "opened", f"{anomaly.signal} on {anomaly.series}", {})
         )
