@@ -11,6 +11,7 @@ handling it, so timers and detections interleave exactly as they would live.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -78,14 +79,19 @@ class Pipeline:
         self.stats = PipelineStats()
 
     async def run(self, source: Source) -> None:
-        """Consume the source until it ends (replay) or is cancelled (live)."""
-        async for item in source.stream():
-            await self.feed(item)
+        """Consume the source until it ends (replay) or is cancelled (live).
+
+        ``aclosing`` closes the stream (and the broker connection) at once when
+        the run is cancelled, not whenever the generator is collected.
+        """
+        async with contextlib.aclosing(source.stream()) as stream:
+            async for item in stream:
+                await self.feed(item)
 
     async def feed(self, item: list[Event] | Tick) -> None:
         """Take one batch (or a live tick) through every stage it reaches."""
         if isinstance(item, Tick):
-            self.advance(item.at - self.cfg.windows.lateness)
+            self._idle(item.at)
             return
         batch = await self.sentiment.enrich(item)
         add = self.windows.add
@@ -98,6 +104,18 @@ class Pipeline:
         self.stats.late += len(batch) - accepted
         self.stats.last_event_wall = time.time()
         self.advance(None)
+
+    def _idle(self, wall: float) -> None:
+        """In silence, let event time run on at wall-clock speed from the last event.
+
+        Extrapolating from the last event (rather than jumping to the wall
+        clock) keeps a feed that lags real time by more than the lateness from
+        having its next mentions dropped as late after every pause.
+        """
+        if not self.stats.last_event_wall:
+            return
+        now = self.windows.max_event_time + (wall - self.stats.last_event_wall)
+        self.advance(now - self.cfg.windows.lateness)
 
     def advance(self, watermark: float | None) -> None:
         """Close the buckets the watermark passed and run them downstream."""

@@ -19,7 +19,8 @@ from pathlib import Path
 import structlog
 
 from daemon import config as config_mod
-from daemon import snapshots
+from daemon import metrics, snapshots
+from daemon.api import ControlApi
 from daemon.assembly import assemble
 from daemon.clock import RealClock
 from daemon.config import Config
@@ -31,6 +32,9 @@ from daemon.sources.mqtt import MqttSource
 from daemon.yamlfile import FileProblems
 
 log = structlog.get_logger("crisisd.service")
+
+DRAIN_SECONDS = 10.0
+"""How long a stop waits for received mentions to go through the pipeline."""
 
 
 async def _announce_ready(source: MqttSource, notifier: Notifier) -> None:
@@ -95,8 +99,18 @@ async def serve(cfg: Config, path: Path | None = None, notifier: Notifier | None
     pipeline, response = assemble(cfg, RealClock())
     snapshot = snapshots.path_in(cfg.state_dir)
     snapshots.load(snapshot, pipeline.detect, pipeline.windows)
+    latency = metrics.DeliveryLatency()
     if response is not None:
+        latency.attach(response.engine.outbox)
         await response.start()
+    api = ControlApi(cfg.api, pipeline, response=response, source=source, decoder=decoder,
+                     latency=latency)
+    if cfg.api.enabled:
+        try:
+            await api.start()
+        except OSError as exc:  # detection and delivery matter more than the control plane
+            log.error("control API not started; running without it",
+                      listen=cfg.api.listen, error=str(exc))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -122,14 +136,18 @@ async def serve(cfg: Config, path: Path | None = None, notifier: Notifier | None
             return 1
         log.info("stopping", reason="signal")
         notifier.stopping()
-        source.stop()
-        runner.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await runner
+        source.stop()  # the stream ends after what was already received
+        try:
+            await asyncio.wait_for(runner, DRAIN_SECONDS)
+        except TimeoutError:
+            log.warning("drain timed out; stopping anyway", seconds=DRAIN_SECONDS)
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
     finally:
         stopper.cancel()
         for task in helpers:
             task.cancel()
+        await api.stop()
         pipeline.close()
         _save(pipeline, snapshot)
         if response is not None:

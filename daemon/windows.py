@@ -3,7 +3,8 @@
 A bucket closes when the watermark — the latest event time seen minus the
 allowed lateness — passes its end; never on the wall clock, so replay and
 live produce the same buckets. An event whose bucket has already closed is
-late: counted and dropped. Silence is data: every bucket between a series'
+late: counted and dropped; a redelivered duplicate is counted and ignored.
+Silence is data: every bucket between a series'
 first event and the watermark is emitted, with volume 0 when nothing came.
 
 Buckets are aligned to the epoch for mention series. A metric series that
@@ -31,6 +32,7 @@ class _Series:
     offset: float
     next_start: float
     open: dict[float, Bucket] = field(default_factory=dict)
+    ids: dict[float, set[str]] = field(default_factory=dict)
     aggregated: bool = False
     negative_known: bool = True
     emitted: bool = False
@@ -42,6 +44,7 @@ class WindowStats:
 
     late: int = 0
     closed: int = 0
+    duplicates: int = 0
 
 
 class Windows:
@@ -108,11 +111,22 @@ class Windows:
         return self.add_metric(event)
 
     def add_mention(self, m: Mention) -> bool:
-        """Count a mention: volume, tone, reach, terms and evidence samples."""
+        """Count a mention: volume, tone, reach, terms and evidence samples.
+
+        A mention already counted (same id in its bucket) is ignored: QoS 1
+        redelivers after a broken connection, and a mention's bucket follows
+        from its own timestamp, so its duplicate always lands in the same one.
+        """
         key = SeriesKey(m.brand, m.channel)
-        bucket = self._bucket(self._state(key, m.ts, None), m.ts)
+        state = self._state(key, m.ts, None)
+        bucket = self._bucket(state, m.ts)
         if bucket is None:
             return False
+        seen = state.ids.setdefault(bucket.start, set())
+        if m.id in seen:
+            self.stats.duplicates += 1
+            return True
+        seen.add(m.id)
         bucket.volume += 1
         s = m.sentiment
         if s is not None:
@@ -172,6 +186,7 @@ class Windows:
             while state.next_start + state.length <= watermark:
                 start = state.next_start
                 bucket = state.open.pop(start, None)
+                state.ids.pop(start, None)
                 if bucket is None:
                     bucket = Bucket(state.key, start, start + state.length)
                 bucket.aggregated = state.aggregated

@@ -80,3 +80,12 @@ def test_metric_series_with_own_spacing_keep_their_timestamps():
     assert [b.start for b in closed] == [1013, 1313, 1613]
     assert all(b.aggregated and not b.negative_known for b in closed)
     assert closed[0].series == SeriesKey("T", "")
+
+
+def test_redelivered_mentions_count_once():
+    w = windows(lateness=0)
+    for _ in range(3):
+        w.add(mention(10, id_="same"))
+    w.add(mention(20, id_="other"))
+    [b] = w.advance(60)
+    assert b.volume == 2 and w.stats.duplicates == 2
