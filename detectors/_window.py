@@ -119,11 +119,14 @@ def record_gate(p_model: float, x: float, sd: float, rec: Record, cap: float) ->
     ``p`` is returned unchanged (calibrated); deeper, ``p`` is the larger of
     the model's and the record's: ``1/(N + 1)`` at the maximum of the last
     ``N`` values, decaying exponentially with the excess over it in model
-    standard deviations ``sd``.
+    standard deviations ``sd``. ``N`` counts hours (the record keeps hourly
+    maxima): buckets a minute apart are not independent chances, and so a
+    five-day record has to be beaten by about two standard deviations
+    before ``p`` reaches 1e-3, at any bucket length.
 
     Examples
     --------
-    >>> r = Record(4, 1)
+    >>> r = Record(4, 1)   # blocks of one push: N counts pushes here
     >>> for v in (0.1, 0.2, 0.15): r.push(v)
     >>> record_gate(1e-9, 0.18, 0.01, r, 1e-2)    # extreme for the model, no record
     0.01
@@ -132,7 +135,7 @@ def record_gate(p_model: float, x: float, sd: float, rec: Record, cap: float) ->
     """
     if p_model >= cap:
         return p_model
-    n = rec.filled * rec.blk + rec.count
+    n = rec.filled + rec.count / rec.blk  # hours: neighbouring buckets are not independent
     if n == 0:
         return p_model
     e = (rec.peak() - x) / sd

@@ -65,7 +65,7 @@ class SentimentDetector:
     ...     det.learn_one(t, sum(xs) / 30, 30)
     >>> det.score_one(t + 300, 0.1, 30) < 0.9
     True
-    >>> det.score_one(t + 300, -0.3, 30) > 0.999     # a sharp turn negative
+    >>> det.score_one(t + 300, -0.5, 30) > 0.999     # a sharp turn negative
     True
     >>> det.score_one(t + 300, -0.9, 3)                # too few mentions to judge
     0.0
@@ -129,35 +129,39 @@ class SentimentDetector:
         psx = self.sum_sx - self.ring_sx[self.ring_i] + x * n
         return pn, (psx / pn if pn > 0 else 0.0)
 
-    def _p(self, x: float, var: float, rec: Record) -> float:
-        """Lower tail probability of a mean ``x`` with variance ``var``, record-gated."""
+    def _p(self, x: float, var: float, rec: Record) -> tuple[float, float]:
+        """(record-gated, model) lower tail probability of a mean ``x`` with variance ``var``."""
         sd = math.sqrt(var)
         z = (self.m - x) / sd
+        p = normal_sf(z)
         if z < 1.0:
-            return normal_sf(z)
-        return record_gate(normal_sf(z), -x, sd, rec, self.record_cap)
+            return p, p
+        return record_gate(p, -x, sd, rec, self.record_cap), p
 
-    def _evaluate(self, x: float, n: float) -> float:
-        p = self._p(x, self.s2 / n + self.tau2, self.rec1) if n >= self.min_volume else 1.0
+    def _evaluate(self, x: float, n: float) -> tuple[float, float]:
+        """(tail probability, smallest model tail probability before the record gate)."""
+        p, pm = (self._p(x, self.s2 / n + self.tau2, self.rec1) if n >= self.min_volume
+                 else (1.0, 1.0))
         if self.k > 1:
             pn, px = self._pooled(x, n)
             if pn >= self.min_volume:
                 # the pooled mean: drift variance shrinks less than 1/k when buckets co-move
-                pp = self._p(px, self.s2 / pn + self.tau2 / min(self.k, 3), self.rec_p)
+                pp, ppm = self._p(px, self.s2 / pn + self.tau2 / min(self.k, 3), self.rec_p)
                 p = 2.0 * min(p, pp)
-        return p if p < 1.0 else 1.0
+                pm = min(pm, ppm)
+        return (p if p < 1.0 else 1.0), pm
 
     def pvalue(self, t: float, x: float, n: float = 1.0) -> float:
         """Lower tail probability of the bucket (both time scales), no hold."""
-        return self._evaluate(x, n)
+        return self._evaluate(x, n)[0]
 
     def score_one(self, t: float, x: float, n: float = 1.0) -> float:
         """``1 − p``; 0 while cold or when too few mentions stand behind the mean."""
         if not self.warm:
             return 0.0
-        p = self._evaluate(x, n)
-        self._cache = (t, x, n, p)
-        p = self.hold.gate(p)
+        ev = self._evaluate(x, n)
+        self._cache = (t, x, n, ev)
+        p = self.hold.gate(ev[0])
         return 1.0 - (p if p > P_FLOOR else P_FLOOR)
 
     def learn_one(self, t: float, x: float, n: float = 1.0) -> None:
@@ -165,15 +169,15 @@ class SentimentDetector:
         c = self._cache
         self._cache = None
         warm = self.warm
-        p = c[3] if c is not None and c[:3] == (t, x, n) else (
-            self._evaluate(x, n) if warm else 1.0)
+        p, pm = c[3] if c is not None and c[:3] == (t, x, n) else (
+            self._evaluate(x, n) if warm else (1.0, 1.0))
         self.hold.push(p)
         # records only of normal means (an excursion must not drag the record
         # along behind it) with a typical number of mentions behind them (a
         # mean of a quiet night or of a half-filled window is mostly noise)
         pn, px = self._pooled(x, n)
         self.typ_pn += self.a * (pn - self.typ_pn)
-        normal = warm and p >= self.record_cap
+        normal = warm and pm >= self.record_cap  # judged by the model, before the gate
         if normal and n >= self.min_volume and n >= 0.5 * self.w:
             self.rec1.push(-x)
         if normal and self.k > 1 and pn >= self.min_volume and pn >= 0.5 * self.typ_pn:

@@ -83,7 +83,7 @@ class ShareDetector:
     ...     det.learn_one(t, neg, 40)
     >>> det.score_one(t + 300, 7, 40) < 0.9
     True
-    >>> det.score_one(t + 300, 25, 40) > 0.9999
+    >>> det.score_one(t + 300, 25, 40) > 0.999
     True
     >>> det.score_one(t + 300, 9, 9) < 0.9   # 9/9 negative, under the floor: pooled only
     True
@@ -150,8 +150,8 @@ class ShareDetector:
             return False
         return self.last_t - self.t_first + self.bucket >= self.warmup
 
-    def _tail(self, x: float, n: float, rec: Record, per_bucket: float) -> float:
-        """Record-gated upper tail of ``x`` negatives of ``n``, ``per_bucket`` mentions a bucket."""
+    def _tail(self, x: float, n: float, rec: Record, per_bucket: float) -> tuple[float, float]:
+        """(record-gated, model) upper tail of ``x`` negatives of ``n``, ``per_bucket`` a bucket."""
         q = self.share
         q = 1e-3 if q < 1e-3 else (0.999 if q > 0.999 else q)
         rho = self.rho
@@ -162,33 +162,37 @@ class ShareDetector:
         sd = math.sqrt(ne * q * (1.0 - q))
         z = (xe - ne * q) / sd
         if z < 1.0:
-            return normal_sf(z)
-        return record_gate(_binom_upper(xe, ne, q), x / n, sd / ne, rec, self.record_cap)
+            p = normal_sf(z)
+            return p, p
+        p = _binom_upper(xe, ne, q)
+        return record_gate(p, x / n, sd / ne, rec, self.record_cap), p
 
     def _pooled(self, x: float, n: float) -> tuple[float, float]:
         j = self.ring_i
         return self.sum_x - self.ring_x[j] + x, self.sum_n - self.ring_n[j] + n
 
-    def _evaluate(self, x: float, n: float) -> float:
-        p = self._tail(x, n, self.rec1, n) if n >= self.min_volume else 1.0
+    def _evaluate(self, x: float, n: float) -> tuple[float, float]:
+        """(tail probability, smallest model tail probability before the record gate)."""
+        p, pm = self._tail(x, n, self.rec1, n) if n >= self.min_volume else (1.0, 1.0)
         if self.k > 1:
             px, pn = self._pooled(x, n)
             if pn >= self.min_volume:
-                pp = self._tail(px, pn, self.rec_p, pn / self.k)
+                pp, ppm = self._tail(px, pn, self.rec_p, pn / self.k)
                 p = 2.0 * min(p, pp)
-        return p if p < 1.0 else 1.0
+                pm = min(pm, ppm)
+        return (p if p < 1.0 else 1.0), pm
 
     def pvalue(self, t: float, x: float, n: float = 1.0) -> float:
         """Upper tail probability of ``x`` negatives among ``n`` (both scales), no hold."""
-        return self._evaluate(x, n)
+        return self._evaluate(x, n)[0]
 
     def score_one(self, t: float, x: float, n: float = 1.0) -> float:
         """``1 − p``; 0 while cold or below the volume floor."""
         if not self.warm:
             return 0.0
-        p = self._evaluate(x, n)
-        self._cache = (t, x, n, p)
-        p = self.hold.gate(p)
+        ev = self._evaluate(x, n)
+        self._cache = (t, x, n, ev)
+        p = self.hold.gate(ev[0])
         return 1.0 - (p if p > P_FLOOR else P_FLOOR)
 
     def learn_one(self, t: float, x: float, n: float = 1.0) -> None:
@@ -196,15 +200,15 @@ class ShareDetector:
         c = self._cache
         self._cache = None
         warm = self.warm
-        p = c[3] if c is not None and c[:3] == (t, x, n) else (
-            self._evaluate(x, n) if warm else 1.0)
+        p, pm = c[3] if c is not None and c[:3] == (t, x, n) else (
+            self._evaluate(x, n) if warm else (1.0, 1.0))
         self.hold.push(p)
         # records only of normal values (an excursion must not drag the record
         # along behind it) with a typical number of mentions behind them (a
         # value of a quiet night or of a half-filled window is mostly noise)
         px, pn = self._pooled(x, n)
         self.typ_pn += self.a * (pn - self.typ_pn)
-        normal = warm and p >= self.record_cap
+        normal = warm and pm >= self.record_cap  # judged by the model, before the gate
         if normal and n >= self.min_volume and n >= 0.5 * self.sn:
             self.rec1.push(x / n)
         if normal and self.k > 1 and pn >= self.min_volume and pn >= 0.5 * self.typ_pn:

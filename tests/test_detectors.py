@@ -313,3 +313,20 @@ def test_normal_week_at_one_minute_buckets_pages_nobody():
         scores = feed(det, times, xs, ns)
         pages[signal] = int(np.sum(scores >= BALANCED))
     assert sum(pages.values()) <= 1, pages
+
+
+def test_two_weeks_of_growth_and_weekends_page_nobody():
+    """A brand growing 3 % a day, quieter at weekends, 1-minute buckets: no page."""
+    rng = np.random.default_rng(15)
+    b = 60.0
+    times = T0 + b * np.arange(int(14 * DAY / b))
+    day = (times - T0) // DAY
+    weekend = ((times // DAY + 3) % 7) >= 5
+    means = np.array([daily_mean(t, 40.0) for t in times]) * 1.03**day * np.where(weekend, 0.6, 1)
+    vol = nb_counts(rng, means, 0.05)
+    neg = rng.binomial(vol.astype(int), 0.12).astype(float)
+    for signal, xs, ns in (("volume", vol, None), ("negative_volume", neg, vol),
+                           ("negative_share", neg, vol)):
+        det = registry.make(signal, bucket=b, warmup=DAY, min_volume=20)
+        scores = feed(det, times, xs, ns)
+        assert np.sum(scores >= BALANCED) == 0, signal
