@@ -130,10 +130,17 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_silence(args: argparse.Namespace) -> int:
-    """Add, list or remove silences (``daemon.silences``)."""
-    from daemon import silences
+    """Add, list or expire silences (``daemon.ctl``: the API, else the store)."""
+    from daemon import ctl
 
-    return silences.command(args, _load(args.config))
+    return ctl.silence_command(args, _load(args.config))
+
+
+def cmd_incidents(args: argparse.Namespace) -> int:
+    """List, show, acknowledge, approve, resolve incidents; retry or cancel actions."""
+    from daemon import ctl
+
+    return ctl.incidents_command(args, _load(args.config))
 
 
 def cmd_test_notify(args: argparse.Namespace) -> int:
@@ -185,9 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
     drill_arguments(add("drill", cmd_drill, "rehearse a playbook on a simulated clock"))
     p = add("schema", cmd_schema, "print the playbook JSON Schema")
     p.add_argument("--write", metavar="DIR", help="write DIR/playbook.schema.json instead")
-    from daemon.silences import add_arguments as silence_arguments
+    from daemon import ctl
 
-    silence_arguments(add("silence", cmd_silence, "silence incidents for a planned event"))
+    ctl.add_silence_arguments(add("silence", cmd_silence, "silence incidents for a planned event"))
+    ctl.add_incident_arguments(
+        add("incidents", cmd_incidents, "incidents and their actions, through the control API")
+    )
     return parser
 
 

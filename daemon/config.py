@@ -259,6 +259,10 @@ class TargetConfig(Section):
     username: str | None = Field(None, description="SMTP login; the password is the secret")
     sender: str | None = Field(None, description="From address of emails")
     signature_header: str = Field("X-Crisisd-Signature", description="webhook HMAC header")
+    concurrency: int = Field(4, ge=1, le=64, description="requests in flight to this target")
+    rate_per_minute: float | None = Field(
+        None, gt=0, description="at most this many requests a minute (default: no limit)"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -275,6 +279,46 @@ class TargetConfig(Section):
         if self.type == "facebook" and not self.account:
             raise ValueError("a facebook target needs `account` (the Page id)")
         return self
+
+
+class ApiConfig(Section):
+    """The local control API (``daemon.api``) the CLI's ``incidents`` commands call.
+
+    Loopback by default: it controls pages and public posts. Every write needs
+    the bearer token (env ``CRISISD_API_TOKEN`` wins over ``token_file``);
+    without a token, writes are refused. Reads are open on a loopback
+    address unless ``auth_reads``; on any other address they need the token too.
+    """
+
+    enabled: bool = True
+    listen: str = Field(
+        "127.0.0.1:8787",
+        pattern=r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$",
+        description="host:port ([::1]:8787 for IPv6)",
+    )
+    token_file: Path | None = Field(
+        None, description="file holding the bearer token; relative: $CREDENTIALS_DIRECTORY first"
+    )
+    auth_reads: bool = Field(False, description="require the token for GET requests too")
+
+    @property
+    def host(self) -> str:
+        """The address to bind (brackets of an IPv6 literal removed)."""
+        return self.listen.rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        """The TCP port to bind (0: any free port, for tests)."""
+        return int(self.listen.rsplit(":", 1)[1])
+
+    def token(self) -> str | None:
+        """The bearer token from ``CRISISD_API_TOKEN`` or ``token_file``; ``None`` if unset."""
+        env = os.environ.get("CRISISD_API_TOKEN")
+        if env:
+            return env
+        if self.token_file is not None:
+            return read_secret(self.token_file) or None
+        return None
 
 
 class PlaybooksConfig(Section):
@@ -299,6 +343,7 @@ class Config(Section):
     overrides: list[OverrideConfig] = Field(default_factory=list)
     targets: dict[str, TargetConfig] = Field(default_factory=lambda: {"log": TargetConfig()})
     playbooks: PlaybooksConfig = PlaybooksConfig()
+    api: ApiConfig = ApiConfig()
 
 
 def load(path: str | Path | None) -> Config:
