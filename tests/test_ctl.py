@@ -1,0 +1,120 @@
+"""``crisisd incidents …`` and ``crisisd silence …`` against a live control API.
+
+The API runs in the test's event loop (see ``test_api.rig``); the command
+line is synchronous httpx, so it runs in a worker thread while the loop
+serves it, as it would against the daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+from pathlib import Path
+
+import pytest
+from test_api import TOKEN, Rig, rig  # noqa: F401  (the fixture)
+
+from daemon.cli import main
+
+
+@pytest.fixture
+def env(rig: Rig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:  # noqa: F811
+    monkeypatch.setenv("CRISISD_API_URL", f"http://127.0.0.1:{rig.api.port}")
+    monkeypatch.setenv("CRISISD_API_TOKEN", TOKEN)
+    monkeypatch.setenv("CRISISD_USER", "alice")
+    cfg = tmp_path / "cli.yaml"
+    cfg.write_text(f"state_dir: {tmp_path / 'cli-state'}\n")
+    return cfg
+
+
+async def crisisd(*argv: str) -> int:
+    return await asyncio.to_thread(main, list(argv))
+
+
+async def test_list_show_ack_resolve(rig: Rig, env: Path, capsys) -> None:  # noqa: F811
+    assert await crisisd("incidents", "-c", str(env), "list") == 0
+    out = capsys.readouterr().out
+    assert rig.incident in out and "product-recall" in out
+    assert await crisisd("incidents", "-c", str(env), "show", rig.incident) == 0
+    out = capsys.readouterr().out
+    assert "statement holding (pending" in out and "stop using it" in out and "timeline" in out
+    assert await crisisd("incidents", "-c", str(env), "ack", rig.incident) == 0
+    assert "acknowledged by alice" in capsys.readouterr().out
+    assert await crisisd("incidents", "-c", str(env), "ack", rig.incident) == 1
+    assert "already acknowledged" in capsys.readouterr().err
+    assert await crisisd("incidents", "-c", str(env), "resolve", rig.incident,
+                         "--reason", "all clear") == 0
+    assert await crisisd("incidents", "-c", str(env), "list") == 0
+    assert "no open incidents" in capsys.readouterr().out
+    assert await crisisd("incidents", "-c", str(env), "show", "nope") == 1
+
+
+async def test_approve_shows_the_exact_text_and_sends_its_hash(
+    rig: Rig, env: Path, capsys, monkeypatch  # noqa: F811
+) -> None:
+    (st,) = rig.response.engine.statements(rig.incident)
+    approver = rig.response.engine.approvers(rig.incident, st.sid)[0]
+    # Not a terminal and no --yes: refuse rather than approve unseen.
+    assert await crisisd("incidents", "-c", str(env), "approve", rig.incident,
+                         "--by", approver) == 2
+    out = capsys.readouterr()
+    assert st.text.split()[0] in out.out and "--yes" in out.err
+    # A person answering "n" approves nothing.
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    monkeypatch.setattr(builtins, "input", lambda prompt: "n")
+    assert await crisisd("incidents", "-c", str(env), "approve", rig.incident,
+                         "--by", approver) == 1
+    assert rig.response.engine.statements(rig.incident)[0].status == "pending"
+    capsys.readouterr()
+    monkeypatch.setattr(builtins, "input", lambda prompt: "y")
+    assert await crisisd("incidents", "-c", str(env), "approve", rig.incident, "holding",
+                         "--by", approver) == 0
+    out = capsys.readouterr().out
+    shown = "\n".join(line.strip() for line in out.splitlines())
+    assert st.text in shown.replace("\n", " ") or all(w in out for w in st.text.split())
+    assert f"sha256 {st.sha256}" in out
+    after = rig.response.engine.statements(rig.incident)[0]
+    assert after.status in ("approved", "posted") and after.approved_by == approver
+    # Nothing pending any more: approve must be told which statement.
+    assert await crisisd("incidents", "-c", str(env), "approve", rig.incident, "--yes") == 2
+
+
+async def test_retry_cancel_report_what_the_daemon_says(
+    rig: Rig, env: Path, capsys  # noqa: F811
+) -> None:
+    action = rig.response.store.actions(rig.incident)[0]
+    code = await crisisd("incidents", "-c", str(env), "retry", str(action.id))
+    if hasattr(rig.response.engine, "retry_action"):
+        assert code in (0, 1)
+    else:
+        assert code == 1 and "not available" in capsys.readouterr().err
+
+
+async def test_writes_without_the_token_are_refused(
+    rig: Rig, env: Path, capsys, monkeypatch  # noqa: F811
+) -> None:
+    monkeypatch.setenv("CRISISD_API_TOKEN", "wrong")
+    assert await crisisd("incidents", "-c", str(env), "ack", rig.incident) == 4
+    assert "bearer token" in capsys.readouterr().err
+
+
+async def test_silence_through_the_api_and_offline(
+    rig: Rig, env: Path, capsys, monkeypatch  # noqa: F811
+) -> None:
+    assert await crisisd("silence", "-c", str(env), "add", "--brand", "northwind",
+                         "--for", "2h", "--reason", "launch") == 0
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("silence ")]
+    sid = line.split()[1].rstrip(":")
+    assert [s.id for s in rig.response.silences.list()] == [sid]  # the daemon's store
+    assert await crisisd("silence", "-c", str(env), "list") == 0
+    assert "launch" in capsys.readouterr().out
+    assert await crisisd("silence", "-c", str(env), "expire", sid) == 0
+    assert await crisisd("silence", "-c", str(env), "expire", sid) == 1
+    assert rig.response.silences.list() == []
+    # The daemon is not answering: the store of the config's state_dir is used.
+    monkeypatch.setenv("CRISISD_API_URL", "http://127.0.0.1:9")
+    capsys.readouterr()
+    assert await crisisd("silence", "-c", str(env), "add", "--for", "1h") == 0
+    captured = capsys.readouterr()
+    assert "using the store directly" in captured.err and "silence " in captured.out
+    assert (env.parent / "cli-state" / "crisisd.sqlite").exists()
