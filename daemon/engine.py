@@ -33,10 +33,11 @@ from daemon.domain import (
     IncidentChange,
     IncidentEvent,
     IncidentStatus,
+    Sample,
     SeriesKey,
     TimelineEntry,
 )
-from daemon.outbox import Outbox
+from daemon.outbox import Limits, Outbox, OutboxError
 from daemon.playbook import (
     ChatStep,
     EmailStep,
@@ -76,6 +77,10 @@ class ApprovalError(Exception):
     """An approval or edit that cannot be applied (wrong text, already posted, unknown)."""
 
 
+class ActionError(ApprovalError, ValueError):
+    """A retry or cancel of an outbox action that cannot apply (unknown id, wrong state)."""
+
+
 class Engine:
     """Runs playbooks for incidents; one per daemon.
 
@@ -107,7 +112,15 @@ class Engine:
         self.roster = Roster(config)
         self.templates = templates or Templates(config.playbooks.dir / "templates")
         self.targets = targets if targets is not None else build(config)
-        self.outbox = Outbox(store, self.targets, on_result=self._delivered)
+        self.outbox = Outbox(
+            store,
+            self.targets,
+            on_result=self._delivered,
+            limits={
+                name: Limits(cfg.concurrency, cfg.rate_per_minute)
+                for name, cfg in config.targets.items()
+            },
+        )
         self.incidents: dict[str, Incident] = {}
         self._stored: dict[str, int] = {}
         self._rows: dict[str, TimerRow] = {}
@@ -170,11 +183,27 @@ class Engine:
         await self.outbox.start()
 
     async def stop(self, drain: float = 10.0) -> None:
-        """Drain the outbox and stop; timers stay persisted for the next start."""
+        """Drain the outbox and stop; timers stay persisted for the next start.
+
+        Targets holding connection pools (the HTTP integrations) are closed
+        last, so no socket outlives the daemon's event loop.
+        """
         await self.outbox.stop(drain)
         for timer in self._armed.values():
             timer.cancel()
         self._armed.clear()
+        await self.close_targets()
+
+    async def close_targets(self) -> None:
+        """``aclose()`` every target that has one (idempotent; a failure is only logged)."""
+        for name, target in self.targets.items():
+            close = getattr(target, "aclose", None)
+            if close is None:
+                continue
+            try:
+                await close()
+            except Exception as exc:  # shutting down: nothing left to do about it
+                log.warning("target close failed", target=name, error=repr(exc))
 
     # ------------------------------------------------------------------- events
 
@@ -334,12 +363,66 @@ class Engine:
         """The incident's statements (for the control API)."""
         return self.store.statements(incident_id)
 
+    def retry_action(self, action_id: int, by: str) -> Action:
+        """A human retries an ``unknown`` or ``failed`` outbox action; recorded in the timeline.
+
+        For a post flagged ``unknown`` this records the human's judgement that
+        it was not published: crisisd itself never re-posts. Raises
+        ``ActionError`` (a ``ValueError``) when the action does not exist or
+        is not ``unknown``/``failed``.
+        """
+        try:
+            action = self.outbox.retry(action_id, by)
+        except OutboxError as exc:
+            raise ActionError(str(exc)) from None
+        self._action_entry(
+            action, "delivery_retried",
+            f"{action.medium} via {action.target} (action {action_id}) retried by {by}", by,
+        )
+        return action
+
+    def cancel_action(self, action_id: int, by: str) -> Action:
+        """A human gives up on a ``pending``, ``unknown`` or ``failed`` action; recorded.
+
+        Raises ``ActionError`` (a ``ValueError``) when the action does not exist
+        or is already delivered, cancelled or being sent.
+        """
+        try:
+            action = self.outbox.cancel(action_id, by)
+        except OutboxError as exc:
+            raise ActionError(str(exc)) from None
+        self._action_entry(
+            action, "delivery_cancelled",
+            f"{action.medium} via {action.target} (action {action_id}) cancelled by {by}", by,
+        )
+        return action
+
+    def _action_entry(self, action: Action, kind: str, message: str, by: str) -> None:
+        incident = self._incident_anywhere(action.incident_id)
+        if incident is None:
+            return
+        with self.store.transaction():
+            self._entry(
+                incident, self.clock.now(), kind, message,
+                {"action_id": action.id, "key": action.key, "by": by},
+            )
+            self._save(incident)
+
     # ---------------------------------------------------------------- internals
 
     def _incident(self, incident_id: str) -> Incident:
         incident = self.incidents.get(incident_id)
         if incident is None:
             raise KeyError(f"no incident {incident_id!r}")
+        return incident
+
+    def _incident_anywhere(self, incident_id: str) -> Incident | None:
+        """The incident in memory, else from the store (resolved and pruned), else ``None``."""
+        incident = self.incidents.get(incident_id)
+        if incident is None:
+            incident = self.store.incident(incident_id)
+            if incident is not None:
+                self._stored[incident.id] = len(incident.timeline)
         return incident
 
     def _statement(self, incident_id: str, sid: str) -> Statement:
@@ -480,8 +563,13 @@ class Engine:
         subject: str,
         body: str,
         data: dict[str, Any] | None = None,
+        *,
+        exclude: tuple[str, ...] = (),
     ) -> int:
-        """Write the action to the outbox for every target that delivers ``medium``."""
+        """Write the action to the outbox for every target that delivers ``medium``.
+
+        ``exclude`` names targets to skip (a failure is reported through *another* target).
+        """
         assert medium in MEDIA
         to = [r.as_dict() if isinstance(r, Recipient) else r for r in recipients]
         playbook = self._playbook(incident)
@@ -495,7 +583,7 @@ class Engine:
         }
         queued = 0
         for name, cfg in self.config.targets.items():
-            if medium not in cfg.media or name not in self.targets:
+            if medium not in cfg.media or name not in self.targets or name in exclude:
                 continue
             if self.drill and not cfg.test:
                 continue
@@ -774,6 +862,21 @@ class Engine:
         st.status = "posted"
         self.store.save_statement(st)
         self.store.cancel_timers(incident.id, ("deadline",))
+        data: dict[str, Any] = {
+            "channel": st.channel, "sid": st.sid, "sha256": st.sha256, "brand": incident.brand,
+        }
+        if self._wants_reply(incident, st):
+            mention = self._triggering_mention(incident)
+            if mention is not None and st.channel == incident.origin.channel:
+                data["reply_to"] = mention.id
+                if mention.url:
+                    data["reply_url"] = mention.url
+            else:
+                self._entry(
+                    incident, at, "warning",
+                    f"statement {st.sid}: no triggering mention on {st.channel} to reply to; "
+                    "posted as a new post",
+                )
         self._queue(
             incident,
             at,
@@ -782,7 +885,7 @@ class Engine:
             [{"id": st.channel, "name": st.channel}],
             "",
             st.text,
-            {"channel": st.channel, "sid": st.sid, "sha256": st.sha256, "brand": incident.brand},
+            data,
         )
         self._entry(
             incident,
@@ -791,6 +894,26 @@ class Engine:
             f"post on {st.channel}: {st.text}",
             {"sid": st.sid, "channel": st.channel, "text": st.text, "sha256": st.sha256},
         )
+
+    def _wants_reply(self, incident: Incident, st: Statement) -> bool:
+        """Whether the statement's playbook step asks to answer the triggering mention."""
+        playbook = self._playbook(incident)
+        if playbook is None or not 0 <= st.step < len(playbook.steps):
+            return False
+        step = playbook.steps[st.step].post_statement
+        return bool(step is not None and step.reply)
+
+    @staticmethod
+    def _triggering_mention(incident: Incident) -> Sample | None:
+        """The mention that set the incident off: the first anomaly's highest-reach sample.
+
+        Only anomalies of the origin series count (the statement is posted
+        there); ``None`` when the detector kept no sample (aggregated metrics).
+        """
+        for anomaly in incident.anomalies:
+            if anomaly.series == incident.origin and anomaly.samples:
+                return max(anomaly.samples, key=lambda s: s.followers)
+        return None
 
     # -- timers
 
@@ -1051,23 +1174,88 @@ class Engine:
         return self.config.state_dir / "reports"
 
     def _delivered(self, action: Action, outcome: str, detail: str) -> None:
-        """Outbox results worth a timeline line: posts made, and anything that failed."""
+        """Outbox results worth a timeline line: posts made, and anything that failed.
+
+        A failed action or a post of unknown outcome is also brought to the
+        incident commander through the *other* targets (the failing one may be
+        the very channel that is down): a page and an email naming the action
+        id a human retries or cancels. A failed alert is only recorded, so a
+        broken pager cannot page about itself forever.
+        """
         if outcome == "delivered" and action.medium != "post":
             return
-        incident = self.incidents.get(action.incident_id)
-        if incident is None:  # resolved and pruned from memory: the store has it
-            incident = self.store.incident(action.incident_id)
-            if incident is None:
-                return
-            self._stored[incident.id] = len(incident.timeline)
+        incident = self._incident_anywhere(action.incident_id)
+        if incident is None:
+            return
         kind = {"delivered": "posted", "failed": "delivery_failed"}.get(outcome, "post_unknown")
         message = f"{action.medium} via {action.target}: {outcome} ({detail})"
+        at = self.clock.now()
         with self.store.transaction():
+            earlier = sum(
+                1 for e in incident.timeline
+                if e.kind == kind and e.data.get("key") == action.key
+            )
             self._entry(
                 incident,
-                self.clock.now(),
+                at,
                 kind,
                 message,
-                {"key": action.key, "outcome": outcome, "detail": detail},
+                {"key": action.key, "outcome": outcome, "detail": detail,
+                 "action_id": action.id},
             )
+            if outcome != "delivered" and not action.data.get("delivery_alert"):
+                self._alert_commander(incident, action, outcome, detail, at, earlier)
             self._save(incident)
+        self.outbox.wake()
+
+    def _alert_commander(
+        self, incident: Incident, action: Action, outcome: str, detail: str, at: float, n: int
+    ) -> None:
+        """Page and email the incident commander about a failed or unknown delivery."""
+        refs = ["incident_commander"] if "incident_commander" in incident.roles else sorted(
+            incident.roles
+        )
+        if not refs:
+            self._entry(
+                incident, at, "warning",
+                f"nobody to tell about action {action.id} ({outcome}): the incident has no roles",
+            )
+            return
+        what = f"{action.medium} via {action.target}"
+        if outcome == "unknown":
+            headline = f"{what}: outcome unknown, NOT re-posted"
+            ask = ("Check whether it was published, then retry or cancel action "
+                   f"{action.id} (crisisd incidents retry|cancel).")
+        else:
+            headline = f"{what} failed for good"
+            ask = (f"Fix the cause, then retry or cancel action {action.id} "
+                   "(crisisd incidents retry|cancel).")
+        body = f"{headline}: {detail}\n{ask}"
+        if action.medium == "post":
+            body += f"\n\nThe statement:\n{action.body}"
+        key = f"{action.key}/alert/{outcome}/{n}"
+        data = {"delivery_alert": True, "action_id": action.id, "outcome": outcome,
+                "severity": "critical"}
+        recipients = self.roster.recipients(refs, incident.roles, at)
+        if not recipients:
+            self._entry(incident, at, "warning",
+                        f"nobody to tell about action {action.id} ({outcome}) in {refs}")
+            return
+        queued = 0
+        for medium in ("page", "email"):
+            subject = self._subject(incident, "DELIVERY " + outcome.upper()) if (
+                medium == "email") else headline
+            queued += self._queue(incident, at, medium, key, recipients, subject, body, data,
+                                  exclude=(action.target,))
+        names = ", ".join(r.name for r in recipients) or "nobody"
+        if queued:
+            self._entry(
+                incident, at, "delivery_escalated",
+                f"{names} told about action {action.id}: {headline}",
+                {"action_id": action.id, "to": [r.id for r in recipients], "outcome": outcome},
+            )
+        else:
+            self._entry(
+                incident, at, "warning",
+                f"no other page or email target to tell {names} about action {action.id}",
+            )

@@ -150,6 +150,11 @@ class PostStatementStep(Section):
     escalate_to: Refs = Field(
         default_factory=list, description="who is told when the deadline passes"
     )
+    reply: bool = Field(
+        False,
+        description="post as a reply to the mention that triggered the incident "
+        "(its highest-reach sample) where the platform allows it",
+    )
 
 
 class EscalateStep(_Message):

@@ -467,10 +467,58 @@ class Store:
             args.append(status)
         return [self._action(r) for r in self.db.execute(sql + " ORDER BY id", args)]
 
-    def next_try(self) -> float | None:
-        """When the earliest pending action may be tried, or ``None``."""
-        row = self.db.execute("SELECT MIN(next_try) FROM outbox WHERE status='pending'").fetchone()
-        return row[0]
+    def next_try(self, after: float | None = None) -> float | None:
+        """When the earliest pending action may be tried (later than ``after``), or ``None``."""
+        sql, args = "SELECT MIN(next_try) FROM outbox WHERE status='pending'", []
+        if after is not None:
+            sql += " AND next_try>?"
+            args.append(after)
+        return self.db.execute(sql, args).fetchone()[0]
+
+    def action(self, action_id: int) -> Action | None:
+        """One outbox row by id (for the control API's retry and cancel)."""
+        row = self.db.execute("SELECT * FROM outbox WHERE id=?", (action_id,)).fetchone()
+        return self._action(row) if row else None
+
+    def transition(
+        self,
+        action_id: int,
+        from_statuses: tuple[str, ...],
+        status: str,
+        *,
+        error: str | None = None,
+        attempts: int | None = None,
+        next_try: float | None = None,
+    ) -> bool:
+        """Move an action to ``status`` only if it is in one of ``from_statuses``.
+
+        One conditional UPDATE, so a human's retry or cancel and the worker can
+        never both win: ``False`` when the row was not in an expected state.
+        """
+        sets, args = ["status=?"], [status]
+        for column, value in (("last_error", error), ("attempts", attempts),
+                              ("next_try", next_try)):
+            if value is not None:
+                sets.append(f"{column}=?")
+                args.append(value)
+        marks = ",".join("?" * len(from_statuses))
+        cur = self.db.execute(
+            f"UPDATE outbox SET {', '.join(sets)} WHERE id=? AND status IN ({marks})",
+            [*args, action_id, *from_statuses],
+        )
+        return cur.rowcount == 1
+
+    def earlier_open_page(self, action_id: int, incident_id: str, target: str) -> bool:
+        """True while a page queued before ``action_id`` for the incident and target is unsettled.
+
+        A pager acknowledge or resolve must not overtake the trigger it closes.
+        """
+        row = self.db.execute(
+            "SELECT 1 FROM outbox WHERE incident_id=? AND target=? AND medium='page' AND id<?"
+            " AND status IN ('pending', 'sending') LIMIT 1",
+            (incident_id, target, action_id),
+        ).fetchone()
+        return row is not None
 
     def mark(
         self,
