@@ -41,7 +41,9 @@ def _value(signal: str, b: Bucket) -> tuple[float, float, float]:
     if signal == "negative_share":
         return b.negative, b.volume, b.negative_share
     if signal == "negative_volume":
-        return b.negative, 1.0, b.negative
+        # n = volume lets the detector see a launch that doubles everything,
+        # complaints included, as no rise in negativity.
+        return b.negative, b.volume, b.negative
     if signal == "sentiment":
         return b.mean_sentiment, b.sentiment_n, b.mean_sentiment
     if signal == "reach":
