@@ -63,13 +63,17 @@ def replay_in_child(path: Path) -> tuple[float, float, str]:
     return data["rate"], data["rss"], data["summary"]
 
 
-def big_stream(path: Path, count: int, brands: int = 50) -> None:
-    """``count`` scored mentions over ``brands`` brands × 2 channels, in time order."""
+def big_stream(path: Path, count: int, brands: int = 10, rate: float = 20.0) -> None:
+    """``count`` scored mentions over ``brands`` brands × 2 channels, ``rate`` per second.
+
+    A busy stream (about 600 mentions per series-minute) so the per-mention
+    path (decode, tokenise, bucket) is measured rather than per-bucket work.
+    """
     rng = random.Random(3)
     start = 1_767_225_600.0
     with path.open("w") as fh:
         for i in range(count):
-            record = mention(i, start + i * 0.5, rng)
+            record = mention(i, start + i / rate, rng)
             record["brand"] = f"b{rng.randrange(brands)}"
             record["channel"] = rng.choice(("twitter", "facebook"))
             fh.write(json.dumps(record) + "\n")
@@ -162,7 +166,7 @@ def main() -> None:
         big = Path(tmp) / "big.jsonl"
         big_stream(big, count)
         rate, rss, _ = replay_in_child(big)
-        print(f"{f'replay {count:,} scored mentions, 100 series':<48} {rate:>12,.0f} "
+        print(f"{f'replay {count:,} scored mentions, 20 series':<48} {rate:>12,.0f} "
               f"{rss:>8.0f}MiB")
     for name, rate in asyncio.run(live(count)):
         print(f"{name:<48} {rate:>12,.0f}")
