@@ -48,8 +48,13 @@ def assemble(
         )
         return Pipeline(cfg, clock, on_score=on_score, listeners=listeners), None
     response = Response.build(cfg, clock, on_entry, store=store, tolerant=tolerant)
-    for problem in response.warnings:
-        log.warning("playbook reference not in config", problem=str(problem))
+    if response.warnings:
+        log.warning(
+            "playbooks name people, teams or rotations missing from the config; "
+            "their steps reach nobody (crisisd validate lists them)",
+            count=len(response.warnings),
+            first=str(response.warnings[0]),
+        )
     pipeline = Pipeline(
         cfg,
         clock,

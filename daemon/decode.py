@@ -34,6 +34,7 @@ doesn't pay for them.
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -177,11 +178,13 @@ def _classify(exc: msgspec.ValidationError) -> str:
     return WRONG_TYPE
 
 
-def _check_series(brand: object, channel: object) -> None:
+_NOT_A_LEVEL = re.compile(r"[/+#]")
+
+
+def _check_series(brand: str, channel: str) -> None:
     """Reject series names that cannot be a topic level (empty, ``/``, wildcards)."""
-    for name in (brand, channel):
-        if not name or any(c in name for c in "/+#"):  # type: ignore[operator]
-            raise _Invalid(BAD_TOPIC, f"bad brand/channel {brand!r}/{channel!r}")
+    if not brand or not channel or _NOT_A_LEVEL.search(brand) or _NOT_A_LEVEL.search(channel):
+        raise _Invalid(BAD_TOPIC, f"bad brand/channel {brand!r}/{channel!r}")
 
 
 def _mention(m: _MentionIn, brand: str, channel: str) -> Mention:

@@ -11,6 +11,7 @@ and from text happens only at the edges (decoding, rendering).
 from __future__ import annotations
 
 import enum
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,7 +106,7 @@ class Bucket:
     sentiment_n: int = 0
     reach: int = 0
     max_negative_followers: int = 0
-    terms: dict[str, int] = field(default_factory=dict)
+    terms: Counter[str] = field(default_factory=Counter)
     samples: list[Sample] = field(default_factory=list)
     aggregated: bool = False
     negative_known: bool = True

@@ -139,9 +139,7 @@ class Windows:
             elif s >= POSITIVE:
                 bucket.positive += 1
         bucket.reach += m.followers
-        terms = bucket.terms
-        for term in self._extract(m.text):
-            terms[term] = terms.get(term, 0) + 1
+        bucket.terms.update(self._extract(m.text))
         if self.samples:
             samples = bucket.samples
             if len(samples) < self.samples or m.followers > samples[-1].followers:
