@@ -37,7 +37,7 @@ from daemon.domain import (
     SeriesKey,
     TimelineEntry,
 )
-from daemon.outbox import Limits, Outbox, OutboxError
+from daemon.outbox import Limits, NoSuchAction, Outbox, OutboxError
 from daemon.playbook import (
     ChatStep,
     EmailStep,
@@ -79,6 +79,13 @@ class ApprovalError(Exception):
 
 class ActionError(ApprovalError, ValueError):
     """A retry or cancel of an outbox action that cannot apply (unknown id, wrong state)."""
+
+
+class UnknownActionError(ActionError, KeyError):
+    """No outbox action with that id (also a ``KeyError``, so an API can answer 404)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 class Engine:
@@ -373,6 +380,8 @@ class Engine:
         """
         try:
             action = self.outbox.retry(action_id, by)
+        except NoSuchAction as exc:
+            raise UnknownActionError(str(exc)) from None
         except OutboxError as exc:
             raise ActionError(str(exc)) from None
         self._action_entry(
@@ -389,6 +398,8 @@ class Engine:
         """
         try:
             action = self.outbox.cancel(action_id, by)
+        except NoSuchAction as exc:
+            raise UnknownActionError(str(exc)) from None
         except OutboxError as exc:
             raise ActionError(str(exc)) from None
         self._action_entry(

@@ -68,6 +68,13 @@ class OutboxError(ValueError):
     """A human's retry or cancel that cannot apply (no such action, wrong state)."""
 
 
+class NoSuchAction(OutboxError, KeyError):
+    """No action with that id: a ``ValueError`` and a ``KeyError`` (the API's 404)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 class Outbox:
     """Delivers the store's pending actions to the configured targets."""
 
@@ -366,5 +373,5 @@ class Outbox:
     def _get(self, action_id: int) -> Action:
         action = self.store.action(action_id)
         if action is None:
-            raise OutboxError(f"no action {action_id} in the outbox")
+            raise NoSuchAction(f"no action {action_id} in the outbox")
         return action

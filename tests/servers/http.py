@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,7 @@ class Request:
     query: dict[str, list[str]]
     headers: dict[str, str]
     body: bytes
+    at: float = 0.0  # time.monotonic() of arrival
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -52,6 +54,7 @@ class Reply:
     body: Any = b""
     headers: dict[str, str] = field(default_factory=dict)
     kind: str = "answer"
+    delay: float = 0.0  # seconds to hold the request before answering
 
     def encode(self) -> bytes:
         body = self.body
@@ -73,6 +76,9 @@ class HttpStub:
         self.default = default or Reply(200, b"ok")
         self.script: deque[Reply] = deque()
         self.requests: list[Request] = []
+        self.answered: list[tuple[Request, int]] = []  # (request, status) actually sent back
+        self.active = 0  # requests being handled right now
+        self.peak = 0  # the most handled at once
         self.port = 0
         self._server: asyncio.Server | None = None
         self._stopped = asyncio.Event()
@@ -123,8 +129,9 @@ class HttpStub:
                         headers[k.strip().lower()] = v.strip()
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
                 parts = urlsplit(target)
-                self.requests.append(Request(method, parts.path, parse_qs(parts.query),
-                                             headers, body))
+                request = Request(method, parts.path, parse_qs(parts.query), headers, body,
+                                  time.monotonic())
+                self.requests.append(request)
                 reply = self.script.popleft() if self.script else self.default
                 if reply.kind == "hang":
                     await self._stopped.wait()
@@ -132,8 +139,16 @@ class HttpStub:
                 if reply.kind == "close":
                     writer.close()
                     return
-                writer.write(reply.encode())
-                await writer.drain()
+                self.active += 1
+                self.peak = max(self.peak, self.active)
+                try:
+                    if reply.delay:
+                        await asyncio.sleep(reply.delay)
+                    writer.write(reply.encode())
+                    await writer.drain()
+                finally:
+                    self.active -= 1
+                self.answered.append((request, reply.status))
         except (ConnectionError, asyncio.CancelledError):
             return
         finally:
