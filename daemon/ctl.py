@@ -94,8 +94,22 @@ class Client:
         self.http.close()
 
 
+def api_token(config: Config) -> str | None:
+    """The token from ``$CRISISD_API_TOKEN`` or ``api.token_file``; ``None`` if unreadable.
+
+    The daemon's relative ``token_file`` is a systemd credential the CLI
+    cannot see; reads work without a token, so say why writes will not.
+    """
+    try:
+        return config.api.token()
+    except OSError as exc:
+        print(f"crisisd: cannot read the API token ({exc.strerror}: {exc.filename}); "
+              "set CRISISD_API_TOKEN", file=sys.stderr)
+        return None
+
+
 def _client(args: argparse.Namespace, config: Config) -> Client:
-    return Client(api_url(config, args.api), config.api.token())
+    return Client(api_url(config, args.api), api_token(config))
 
 
 def _when(ts: float | None) -> str:
@@ -282,7 +296,7 @@ def silence_command(args: argparse.Namespace, config: Config) -> int:
     """``crisisd silence``: through the API when a token is set and the daemon answers."""
     if args.action == "remove":
         args.action = "expire"
-    token = config.api.token()
+    token = api_token(config)
     if token is not None:
         client = Client(api_url(config, args.api), token)
         try:
