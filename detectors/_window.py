@@ -78,31 +78,46 @@ class Hold:
     already seen, is 1 and the score is 0. Calibration is untouched below
     ``hold_p``-level surprises, which are rare on normal traffic.
 
+    With ``conditional=True`` an escalation is scored by its conditional tail
+    probability ``min(1, p / p_peak)`` (``p_peak`` the most surprising bucket
+    held): a storm alerts again only when it gets worse by the alert
+    threshold's own factor, not when it merely edges past its peak.
+
     Examples
     --------
     >>> h = Hold(bucket=300, hold=3600, hold_p=1e-3)
     >>> h.gate(1e-6), h.push(1e-6), h.gate(1e-5), h.gate(1e-8)
     (1e-06, None, 1.0, 1e-08)
+    >>> c = Hold(bucket=300, hold=3600, hold_p=1e-3, conditional=True)
+    >>> c.push(1e-6); c.gate(1e-5), round(c.gate(1e-8), 6), round(c.gate(1e-10), 6)
+    (1.0, 0.01, 0.0001)
     """
 
-    __slots__ = ("rec", "surprise")
+    __slots__ = ("conditional", "rec", "surprise")
 
-    def __init__(self, *, bucket: float, hold: float, hold_p: float) -> None:
+    def __init__(self, *, bucket: float, hold: float, hold_p: float,
+                 conditional: bool = False) -> None:
         blk = max(1, round(3600.0 / bucket))
         self.rec = Record(max(1, round(hold / (blk * bucket))), blk)
         self.surprise = -math.log(hold_p)
+        self.conditional = conditional
 
     def __getstate__(self) -> tuple:
-        return (self.rec, self.surprise)
+        return (self.rec, self.surprise, self.conditional)
 
     def __setstate__(self, state: tuple) -> None:
-        self.rec, self.surprise = state
+        self.rec, self.surprise = state[0], state[1]
+        self.conditional = state[2] if len(state) > 2 else False  # older snapshots
 
     def gate(self, p: float) -> float:
-        """``p`` if it is news, 1 if a bigger surprise is held."""
+        """``p`` if it is news; while a bigger surprise is held, 1 (or ``p / p_peak``)."""
         peak = self.rec.peak()
-        if peak >= self.surprise and -math.log(p if p > 1e-300 else 1e-300) <= peak:
-            return 1.0
+        if peak >= self.surprise:
+            if self.conditional:
+                q = p * math.exp(peak)
+                return q if q < 1.0 else 1.0
+            if -math.log(p if p > 1e-300 else 1e-300) <= peak:
+                return 1.0
         return p
 
     def push(self, p: float) -> None:

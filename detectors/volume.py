@@ -60,9 +60,12 @@ class SeasonalCountDetector:
     permanent change is learnt within hours).
 
     One alert per excursion: after a bucket with ``p < hold_p``, for ``hold``
-    seconds a bucket scores only if it is more surprising than every bucket
-    since (an escalation); otherwise its score is the conditional ``1 −
-    min(1, p / p_peak)``, i.e. 0. A storm pages once, at its start.
+    seconds a bucket is scored by its conditional tail probability ``min(1,
+    p / p_peak)``, ``p_peak`` being the most surprising bucket since. A storm
+    pages once, at its start, and again only if it grows by the threshold's
+    own factor (``p`` a thousand times smaller at ``balanced``), not each time
+    it edges past its peak. Half a day covers a storm; the daemon's incident
+    dedup covers the rest of an open incident.
 
     Parameters
     ----------
@@ -80,7 +83,8 @@ class SeasonalCountDetector:
     record_cap
         Tail probability below which the record test is required.
     hold, hold_p
-        Excursion hold: how long, and from which tail probability on.
+        Excursion hold: how long (default twelve hours), and from which tail
+        probability on.
     level_half_life, season_half_life, week_half_life, dispersion_half_life
         Memory of the seasonal model's parts.
     min_dispersion
@@ -129,7 +133,7 @@ class SeasonalCountDetector:
         record_window: float = 5 * DAY,
         tail_index: float = 2.5,
         record_cap: float = 1e-2,
-        hold: float = DAY,
+        hold: float = DAY / 2,
         hold_p: float = 1e-3,
         level_half_life: float = DAY,
         season_half_life: float = 7 * DAY,
@@ -170,7 +174,7 @@ class SeasonalCountDetector:
         n_blocks = max(1, round(record_window / (self.blk * bucket)))
         self.rec1 = Record(n_blocks, self.blk)  # five-minute sums
         self.rec_h = Record(n_blocks, self.blk)
-        self.hold = Hold(bucket=bucket, hold=hold, hold_p=hold_p)
+        self.hold = Hold(bucket=bucket, hold=hold, hold_p=hold_p, conditional=True)
         # seasonal model state
         self.n = 0
         self.lvl_num = 0.0  # EW Σ x      (level = lvl_num / lvl_den)
