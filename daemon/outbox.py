@@ -198,7 +198,12 @@ class Outbox:
         """Start a delivery task for every due action the target limits allow now."""
         now = self.wall()
         started = 0
-        for action in self.store.due_actions(now, limit=1000):
+        blocked, free = self._capacity(now)
+        if self.targets and free == 0:
+            return 0
+        # Read only what can start (plus a margin for acknowledges waiting on a trigger):
+        # re-reading a long queue after every answer would make delivery quadratic.
+        for action in self.store.due_actions(now, limit=free + 16, exclude=blocked):
             assert action.id is not None
             name = action.target
             if action.id in self._inflight or self._paused.get(name, 0.0) > now:
@@ -218,6 +223,21 @@ class Outbox:
             self._inflight[action.id] = task
             started += 1
         return started
+
+    def _capacity(self, now: float) -> tuple[tuple[str, ...], int]:
+        """(targets that cannot start a request now, requests the others can start)."""
+        blocked: list[str] = []
+        free = 0
+        for name in self.targets:
+            limits = self.limits.get(name, Limits())
+            room = max(1, limits.concurrency) - self._busy.get(name, 0)
+            if room <= 0 or self._paused.get(name, 0.0) > now or self._rate_waits(
+                name, limits, now
+            ):
+                blocked.append(name)
+            else:
+                free += 1 if limits.rate_per_minute else room
+        return tuple(blocked), free
 
     def _rate_waits(self, name: str, limits: Limits, now: float) -> bool:
         """True while ``name``'s next request slot (``60 / rate_per_minute`` apart) is ahead."""

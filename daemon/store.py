@@ -448,12 +448,18 @@ class Store:
             test=bool(r["test"]),
         )
 
-    def due_actions(self, now: float, limit: int = 100) -> list[Action]:
-        """Pending actions whose next try is due (wall-clock ``now``), oldest first."""
-        rows = self.db.execute(
-            "SELECT * FROM outbox WHERE status='pending' AND next_try<=? ORDER BY id LIMIT ?",
-            (now, limit),
-        )
+    def due_actions(
+        self, now: float, limit: int = 100, exclude: tuple[str, ...] = ()
+    ) -> list[Action]:
+        """Pending actions whose next try is due (wall-clock ``now``), oldest first.
+
+        ``exclude`` names targets the worker cannot use right now (full, paused),
+        so it reads only rows it can start.
+        """
+        sql = "SELECT * FROM outbox WHERE status='pending' AND next_try<=?"
+        if exclude:
+            sql += f" AND target NOT IN ({','.join('?' * len(exclude))})"
+        rows = self.db.execute(sql + " ORDER BY id LIMIT ?", (now, *exclude, limit))
         return [self._action(r) for r in rows]
 
     def actions(self, incident_id: str | None = None, status: str | None = None) -> list[Action]:
