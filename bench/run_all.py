@@ -100,10 +100,19 @@ def delivery_rows() -> list[Row]:
         return []
     out = _child([str(script.relative_to(ROOT))])
     rows: list[Row] = []
+    header = "delivery"
     for line in out.splitlines():
-        m = re.match(r"(.+?)\s{2,}(\S.*?)\s*$", line.strip())
-        if m and any(ch.isdigit() for ch in m.group(2)):
-            rows.append((m.group(1), m.group(2), "bench_delivery"))
+        if not line.strip():
+            continue
+        if not line[0].isspace():
+            header = line.strip()
+            continue
+        text = " ".join(line.split())
+        name, sep, value = text.partition(":")
+        if not sep or not any(ch.isdigit() for ch in value):
+            name, value = "", text
+        label = f"{header}, {name}" if name else header
+        rows.append((label, value.strip(), "bench_delivery"))
     return rows
 
 
@@ -162,6 +171,16 @@ def _rss_mib() -> float:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def _peak_mib() -> float:
+    """VmHWM: this process image's peak RSS (``ru_maxrss`` would carry over the
+    forking parent's high-water mark across exec)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def soak_child(count: int) -> None:
     """In a child process: feed ``count`` mentions, print RSS figures as JSON."""
     from publisher import WORDS
@@ -178,6 +197,7 @@ def soak_child(count: int) -> None:
     step = 0.6  # 100 mentions a minute over 20 series: a week of event time per million
     series = [(f"b{i}", c) for i in range(10) for c in ("twitter", "facebook")]
     marks: dict[str, float] = {}
+    trace: list[tuple[int, float, float]] = []  # (mentions, RSS, peak RSS) every 5%
     batch = 1000
 
     async def run() -> float:
@@ -194,13 +214,15 @@ def soak_child(count: int) -> None:
             done = base + batch
             if done == count // 5:
                 marks["rss_20"] = _rss_mib()
+            if done % (count // 20) == 0:
+                trace.append((done, round(_rss_mib(), 1), round(_peak_mib(), 1)))
         marks["rss_end"] = _rss_mib()
         return time.perf_counter() - start
 
     seconds = asyncio.run(run())
     pipeline.close()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": seconds, "peak": peak, **marks,
+    peak = _peak_mib()
+    print(json.dumps({"seconds": seconds, "peak": peak, **marks, "trace": trace,
                       "days": count * step / 86400, "mentions": pipeline.stats.mentions}))
 
 
@@ -212,7 +234,7 @@ def soak_rows(count: int) -> list[Row]:
     return [
         (f"soak: {count:,} mentions, 20 series, {data['days']:.1f} days",
          f"{count / data['seconds']:,.0f} mentions/s", "replay into the pipeline, one process"),
-        ("soak: peak RSS", f"{data['peak']:.0f} MiB", "ru_maxrss of the child"),
+        ("soak: peak RSS", f"{data['peak']:.0f} MiB", "VmHWM of the child process"),
         ("soak: RSS growth 20% → 100% of the stream", f"{growth:+.1f} MiB",
          f"{data['rss_20']:.0f} → {data['rss_end']:.0f} MiB"),
     ]
@@ -269,10 +291,12 @@ async def spike_to_page() -> list[Row]:
     await stub.stop()
     waiting = trigger_ts - first_spike
     processing = page_at - trigger_wall
+    bucket_end = opened[0].incident.first.end if opened else float("nan")
     return [
         ("spike → pager request (live, event time = wall time)",
          f"{waiting + processing:.1f} s",
-         f"{waiting:.0f} s for the bucket to close (1 m bucket, 2 m lateness) + "
+         f"the alerting bucket ends {bucket_end - first_spike:.0f} s after the first spike "
+         f"mention and closes {cfg.windows.lateness:.0f} s later (lateness); then "
          f"{processing * 1e3:.0f} ms processing and delivery"),
     ]
 
