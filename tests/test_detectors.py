@@ -122,6 +122,22 @@ def test_volume_spike_scores_high_and_is_not_absorbed():
     assert det.expected(t) == pytest.approx(daily_mean(t), rel=0.3)
 
 
+def test_volume_storm_pages_once_even_as_it_grows_then_a_new_storm_pages_again():
+    times, means, xs = seasonal_stream(9, seed=1)
+    det = make_volume()
+    start = int((6 * DAY + 15 * 3600) / B)
+    storm = slice(start, start + int(3 * 3600 / B))
+    xs = xs.copy()
+    xs[storm] = means[storm] * 5
+    xs[start + 12:storm.stop] *= 4  # from the second hour four times worse: the same storm
+    nxt = start + int(DAY / B)  # the next afternoon, after the twelve-hour hold: a bigger storm
+    xs[nxt:nxt + 24] = means[nxt:nxt + 24] * 40
+    scores = feed(det, times, xs)
+    assert scores[start] >= BALANCED
+    assert np.sum(scores[storm] >= BALANCED) == 1  # growing 4× is not a new page
+    assert np.max(scores[nxt:nxt + 24]) >= BALANCED
+
+
 def test_volume_learns_a_permanent_level_shift_within_a_day():
     times, means, xs = seasonal_stream(9, seed=2)
     det = make_volume()
