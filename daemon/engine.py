@@ -59,6 +59,13 @@ log = structlog.get_logger("crisisd.engine")
 
 TEMPLATE_ERROR = "[template error:"
 
+REPLY_CHANNELS: dict[str, frozenset[str]] = {
+    "x": frozenset({"twitter", "x"}),
+    "facebook": frozenset({"facebook"}),
+    "mastodon": frozenset({"mastodon"}),
+}
+"""Which origin channels' mention ids a platform target can reply to (others post anew)."""
+
 HISTORY = 120
 """Closed buckets kept per series for the chart's lead-up (2 hours of 1-minute buckets)."""
 
@@ -576,10 +583,14 @@ class Engine:
         data: dict[str, Any] | None = None,
         *,
         exclude: tuple[str, ...] = (),
+        reply_to: dict[str, Any] | None = None,
     ) -> int:
         """Write the action to the outbox for every target that delivers ``medium``.
 
-        ``exclude`` names targets to skip (a failure is reported through *another* target).
+        ``exclude`` names targets to skip (a failure is reported through *another*
+        target). ``reply_to`` (the triggering mention's ``reply_to``/``reply_url``)
+        is given only to targets on the mention's own platform: a tweet id means
+        nothing to Mastodon, which posts the statement anew instead.
         """
         assert medium in MEDIA
         to = [r.as_dict() if isinstance(r, Recipient) else r for r in recipients]
@@ -598,6 +609,8 @@ class Engine:
                 continue
             if self.drill and not cfg.test:
                 continue
+            channels = REPLY_CHANNELS.get(cfg.type)
+            replies = reply_to and (channels is None or incident.origin.channel in channels)
             action = Action(
                 key=f"{key}/{medium}@{name}",
                 incident_id=incident.id,
@@ -607,7 +620,7 @@ class Engine:
                 subject=subject,
                 body=body,
                 created_at=at,
-                data=dict(data),
+                data={**data, **reply_to} if replies and reply_to else dict(data),
                 test=self.drill,
             )
             queued += self.store.enqueue(action)
@@ -876,12 +889,13 @@ class Engine:
         data: dict[str, Any] = {
             "channel": st.channel, "sid": st.sid, "sha256": st.sha256, "brand": incident.brand,
         }
+        reply: dict[str, Any] | None = None
         if self._wants_reply(incident, st):
             mention = self._triggering_mention(incident)
             if mention is not None and st.channel == incident.origin.channel:
-                data["reply_to"] = mention.id
+                reply = {"reply_to": mention.id}
                 if mention.url:
-                    data["reply_url"] = mention.url
+                    reply["reply_url"] = mention.url
             else:
                 self._entry(
                     incident, at, "warning",
@@ -897,6 +911,7 @@ class Engine:
             "",
             st.text,
             data,
+            reply_to=reply,
         )
         self._entry(
             incident,

@@ -345,3 +345,15 @@ async def test_events_are_all_answered_through_the_engine_handle(world):
     world.engine.handle(events[0])
     media = {a.medium for a in world.engine.store.actions()}
     assert media == {"email", "page", "post"}
+
+
+async def test_reply_goes_only_to_the_mentions_own_platform(world, monkeypatch):
+    monkeypatch.setenv("CRISISD_TARGET_MASTO_SECRET", "masto-token-0123456789")
+    world.engine.config.targets["masto"] = target_config(type="mastodon", url=world.x.url)
+    world.engine.targets["masto"] = make("masto", world.engine.config.targets["masto"],
+                                         world.tmp)
+    world.open()
+    await world.engine.outbox.deliver_due()
+    by_path = {r.path: r.json() for r in world.x.requests}
+    assert by_path["/2/tweets"]["reply"] == {"in_reply_to_tweet_id": MENTION_ID}
+    assert "in_reply_to_id" not in by_path["/api/v1/statuses"]  # a tweet id means nothing there
