@@ -357,3 +357,10 @@ async def test_reply_goes_only_to_the_mentions_own_platform(world, monkeypatch):
     by_path = {r.path: r.json() for r in world.x.requests}
     assert by_path["/2/tweets"]["reply"] == {"in_reply_to_tweet_id": MENTION_ID}
     assert "in_reply_to_id" not in by_path["/api/v1/statuses"]  # a tweet id means nothing there
+
+
+def test_backoff_is_capped_exponential_with_jitter(tmp_path):
+    outbox = Outbox(Store(tmp_path / "db.sqlite"), {}, base_delay=1.0, max_delay=300.0)
+    for attempts, (low, high) in {1: (0.5, 1.0), 3: (2.0, 4.0), 12: (150.0, 300.0)}.items():
+        waits = {outbox.backoff(attempts) for _ in range(50)}
+        assert all(low <= w <= high for w in waits) and len(waits) > 1  # jittered, bounded
