@@ -420,17 +420,9 @@ class ControlApi:
         except (ValueError, ApprovalError) as exc:
             raise HttpError(409, str(exc)) from None
         log.info(f"action {verb} via api", action=aid, by=by)
-        rows = [a for a in self._engine_store_actions() if a.id == aid]
-        out: dict[str, Any] = {"id": aid, verb: True}
-        if rows:
-            out.update(status=rows[0].status, attempts=rows[0].attempts)
-        if isinstance(result, dict):
-            out.update(result)
-        return out
-
-    def _engine_store_actions(self) -> list[Any]:
-        assert self.response is not None
-        return self.response.store.actions()
+        return {"id": aid, verb: True, "status": getattr(result, "status", None),
+                "attempts": getattr(result, "attempts", None),
+                "incident": getattr(result, "incident_id", None)}
 
     def _engine(self) -> Any:
         if self.response is None:

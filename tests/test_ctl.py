@@ -82,12 +82,17 @@ async def test_approve_shows_the_exact_text_and_sends_its_hash(
 async def test_retry_cancel_report_what_the_daemon_says(
     rig: Rig, env: Path, capsys  # noqa: F811
 ) -> None:
+    await rig.response.engine.outbox.deliver_due()
+    await rig.response.engine.outbox.stop()  # no worker racing the states set below
     action = rig.response.store.actions(rig.incident)[0]
-    code = await crisisd("incidents", "-c", str(env), "retry", str(action.id))
-    if hasattr(rig.response.engine, "retry_action"):
-        assert code in (0, 1)
-    else:
-        assert code == 1 and "not available" in capsys.readouterr().err
+    assert await crisisd("incidents", "-c", str(env), "retry", str(action.id)) == 1
+    assert "delivered" in capsys.readouterr().err  # the daemon's reason, passed on
+    rig.response.store.mark(action.id, "failed", error="made to fail by the test")
+    assert await crisisd("incidents", "-c", str(env), "retry", str(action.id)) == 0
+    assert "now pending" in capsys.readouterr().out
+    assert await crisisd("incidents", "-c", str(env), "cancel", str(action.id)) == 0
+    assert "now cancelled" in capsys.readouterr().out
+    assert await crisisd("incidents", "-c", str(env), "cancel", "999999") == 1
 
 
 async def test_writes_without_the_token_are_refused(
