@@ -35,11 +35,15 @@ def assemble(
     listeners: Iterable[Listener] = (),
     on_entry: OnEntry | None = None,
     on_score: ScoreSink | None = None,
+    only: str | None = None,
+    drill: bool = False,
 ) -> tuple[Pipeline, Response | None]:
     """The pipeline, and the response side when playbooks are configured.
 
     Open incidents and cooldowns in the store are resumed into the incident
-    stage. Raises ``yamlfile.FileProblems`` when the playbooks are invalid.
+    stage. ``only`` and ``drill`` restrict the response to one playbook and
+    to test targets (``crisisd drill``). Raises ``yamlfile.FileProblems``
+    when the playbooks are invalid.
     """
     if not playbook_files(cfg.playbooks.dir):
         log.warning(
@@ -47,7 +51,9 @@ def assemble(
             playbooks=str(cfg.playbooks.dir),
         )
         return Pipeline(cfg, clock, on_score=on_score, listeners=listeners), None
-    response = Response.build(cfg, clock, on_entry, store=store, tolerant=tolerant)
+    response = Response.build(
+        cfg, clock, on_entry, store=store, tolerant=tolerant, only=only, drill=drill
+    )
     if response.warnings:
         log.warning(
             "playbooks name people, teams or rotations missing from the config; "

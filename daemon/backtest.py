@@ -73,6 +73,7 @@ class ReplayResult:
     events: list[IncidentEvent] = field(default_factory=list)
     seconds: float = 0.0
     score_files: list[Path] = field(default_factory=list)
+    response: Response | None = None
 
     @property
     def opened(self) -> list[IncidentEvent]:
@@ -103,11 +104,15 @@ async def replay(
     listeners: list[Listener] | None = None,
     on_entry: OnEntry | None = None,
     responders: Responders | None = None,
+    store: Store | None = None,
+    only: str | None = None,
+    drill: bool = False,
 ) -> ReplayResult:
     """Run the pipeline over ``paths`` to the end and report what happened.
 
-    The response side runs on an in-memory store, so a replay leaves nothing
-    behind and never sees the live daemon's incidents.
+    The response side runs on an in-memory store unless one is given, so a
+    replay leaves nothing behind and never sees the live daemon's incidents.
+    ``only`` and ``drill`` are for ``crisisd drill`` (see ``assemble``).
     """
     decoder = Decoder(prefix=cfg.mqtt.prefix, max_payload=cfg.mqtt.max_payload)
     source = ReplaySource(paths, decoder)
@@ -116,13 +121,16 @@ async def replay(
     pipeline, response = assemble(
         cfg,
         SimClock(),
-        store=Store(":memory:"),
+        store=store or Store(":memory:"),
         tolerant=True,
+        only=only,
+        drill=drill,
         listeners=[result.events.append, *(listeners or [])],
         on_entry=on_entry,
         on_score=writer,
     )
     result.stats = pipeline.stats
+    result.response = response
     if responders is not None and response is not None:
         pipeline.listeners.append(responders.attach(pipeline, response))
     started = time.perf_counter()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +30,16 @@ CRISIS_AT = START + 5 * DAY + 14 * 3600 + 5 * 60  # Saturday 14:05 UTC
 
 PRODUCTS = ["kettle", "toaster", "blender", "air fryer", "coffee maker", "mixer"]
 NORMAL = [
-    ("Just got my new Northwind {p} and it's great, love the design", 0.8),
-    ("Northwind {p} makes mornings so much better, highly recommend", 0.7),
-    ("Does anyone know if the Northwind {p} is dishwasher safe?", 0.0),
-    ("Looking at the Northwind {p} vs the competition, any thoughts?", 0.0),
-    ("Northwind support sorted my {p} warranty in ten minutes, thanks!", 0.6),
-    ("My Northwind {p} stopped working after a month, disappointed", -0.6),
-    ("Still waiting on my Northwind {p} delivery, a week late now", -0.4),
-    ("The Northwind {p} is on sale this weekend", 0.2),
-    ("Unboxing the Northwind {p} tonight #kitchen", 0.1),
-    ("Northwind customer service never answers the phone, annoying", -0.5),
+    ("Just got my new {b} {p} and it's great, love the design", 0.8),
+    ("{b} {p} makes mornings so much better, highly recommend", 0.7),
+    ("Does anyone know if the {b} {p} is dishwasher safe?", 0.0),
+    ("Looking at the {b} {p} vs the competition, any thoughts?", 0.0),
+    ("{b} support sorted my {p} warranty in ten minutes, thanks!", 0.6),
+    ("My {b} {p} stopped working after a month, disappointed", -0.6),
+    ("Still waiting on my {b} {p} delivery, a week late now", -0.4),
+    ("The {b} {p} is on sale this weekend", 0.2),
+    ("Unboxing the {b} {p} tonight #kitchen", 0.1),
+    ("{b} customer service never answers the phone, annoying", -0.5),
 ]
 CRISIS = [
     ("My daughter got burned when the Northwind kettle lid flew open. This is unsafe! #recall",
@@ -65,25 +66,61 @@ def _rate(ts: float) -> float:
     return 6.0 * daily * weekly * growth
 
 
-def _crisis_rate(ts: float) -> float:
-    """Extra mentions per minute during the storm: fast rise, slow decay."""
-    dt = (ts - CRISIS_AT) / 60.0
-    if dt < 0:
-        return 0.0
-    return 60.0 * (1.0 - math.exp(-dt / 8.0)) * math.exp(-dt / 90.0)
+@dataclass(frozen=True, slots=True)
+class Storm:
+    """A crisis breaking in the stream: when, on which channel, what people say.
+
+    ``spark`` is the first, high-reach mention that sets it off (optional).
+    The extra volume rises within minutes to about ``peak`` mentions a
+    minute and decays over a few hours, or stops after ``duration`` seconds.
+    """
+
+    at: float
+    channel: str
+    texts: list[tuple[str, float]]
+    peak: float = 60.0
+    spark: dict[str, Any] | None = None
+    duration: float | None = None
+
+    def rate(self, ts: float) -> float:
+        """Extra mentions per minute at ``ts``: fast rise, slow decay (and an end)."""
+        dt = (ts - self.at) / 60.0
+        if dt < 0 or (self.duration is not None and dt * 60.0 >= self.duration):
+            return 0.0
+        return self.peak * (1.0 - math.exp(-dt / 8.0)) * math.exp(-dt / 90.0)
+
+
+RECALL = Storm(
+    at=CRISIS_AT,
+    channel="twitter",
+    texts=CRISIS,
+    spark={
+        "id": "twitter-spark",
+        "ts": CRISIS_AT - 30.0,
+        "channel": "twitter",
+        "text": "PSA: a Northwind kettle just burned my nephew. The lid pops open "
+        "when it boils. Unsafe. @Northwind this needs a recall.",
+        "author": "homesafetymom",
+        "followers": 412000,
+        "sentiment": -0.88,
+        "lang": "en",
+        "url": "https://example.invalid/twitter/spark",
+    },
+)
+"""The demo's crisis: a kettle that burns, on Saturday afternoon."""
 
 
 def _mention(
-    rng: random.Random, ts: float, n: int, template: tuple[str, float], channel: str
+    rng: random.Random, ts: float, n: int, template: tuple[str, float], brand: str, channel: str
 ) -> dict[str, Any]:
     text, tone = template
     followers = int(rng.lognormvariate(5.0, 1.6))
     record: dict[str, Any] = {
         "id": f"{channel}-{n}",
         "ts": round(ts, 3),
-        "brand": BRAND,
+        "brand": brand,
         "channel": channel,
-        "text": text.format(p=rng.choice(PRODUCTS)),
+        "text": text.format(b=brand.title(), p=rng.choice(PRODUCTS)),
         "author": rng.choice(AUTHORS),
         "followers": followers,
         "lang": "en",
@@ -94,39 +131,40 @@ def _mention(
     return record
 
 
-def mentions(seed: int = 7, days: int = 7) -> Iterator[dict[str, Any]]:
-    """The stream, in time order, as JSON-ready mention records."""
+def mentions(
+    seed: int = 7,
+    days: float = 7,
+    *,
+    brand: str = BRAND,
+    start: float = START,
+    storm: Storm = RECALL,
+    channels: tuple[tuple[str, float], ...] = (("twitter", 0.75), ("facebook", 0.25)),
+) -> Iterator[dict[str, Any]]:
+    """The stream, in time order, as JSON-ready mention records.
+
+    The defaults are the demo week; ``crisisd drill`` passes its own brand,
+    start and storm to rehearse a playbook through the whole pipeline.
+    """
     rng = random.Random(seed)
     n = 0
+    spark = dict(storm.spark, brand=brand) if storm.spark else None
     for minute in range(int(days * DAY / 60)):
-        t0 = START + minute * 60.0
-        for channel, share in (("twitter", 0.75), ("facebook", 0.25)):
+        t0 = start + minute * 60.0
+        for channel, share in channels:
             # Gamma-Poisson: counts over-dispersed like real mention volume.
             lam = rng.gammavariate(8.0, _rate(t0) * share / 8.0)
             count = _poisson(rng, lam)
-            crisis = _poisson(rng, _crisis_rate(t0)) if channel == "twitter" else 0
+            crisis = _poisson(rng, storm.rate(t0)) if channel == storm.channel else 0
             stamps = sorted(t0 + rng.random() * 60.0 for _ in range(count + crisis))
             kinds = [False] * count + [True] * crisis
             rng.shuffle(kinds)
             for ts, is_crisis in zip(stamps, kinds, strict=True):
                 n += 1
-                template = rng.choice(CRISIS if is_crisis else NORMAL)
-                yield _mention(rng, ts, n, template, channel)
-        if START + minute * 60.0 == CRISIS_AT - 60.0:
+                template = rng.choice(storm.texts if is_crisis else NORMAL)
+                yield _mention(rng, ts, n, template, brand, channel)
+        if spark is not None and t0 <= spark["ts"] < t0 + 60.0:
             n += 1
-            yield {
-                "id": "twitter-spark",
-                "ts": CRISIS_AT - 30.0,
-                "brand": BRAND,
-                "channel": "twitter",
-                "text": "PSA: a Northwind kettle just burned my nephew. The lid pops open "
-                "when it boils. Unsafe. @Northwind this needs a recall.",
-                "author": "homesafetymom",
-                "followers": 412000,
-                "sentiment": -0.88,
-                "lang": "en",
-                "url": "https://example.invalid/twitter/spark",
-            }
+            yield spark
 
 
 def _poisson(rng: random.Random, lam: float) -> int:
@@ -143,12 +181,15 @@ def _poisson(rng: random.Random, lam: float) -> int:
         k += 1
 
 
-def write(path: Path, seed: int = 7, days: int = 7) -> int:
-    """Write the stream as JSON lines; the number of mentions written."""
+def write(path: Path, seed: int = 7, days: float = 7, **stream: Any) -> int:
+    """Write the stream as JSON lines; the number of mentions written.
+
+    ``stream`` takes the keyword arguments of ``mentions``.
+    """
     encode = msgspec.json.encode
     count = 0
     with path.open("wb") as fh:
-        for record in mentions(seed, days):
+        for record in mentions(seed, days, **stream):
             fh.write(encode(record) + b"\n")
             count += 1
     return count

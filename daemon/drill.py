@@ -1,12 +1,15 @@
-"""``crisisd drill``: rehearse a playbook on a simulated clock, sending nothing.
+"""``crisisd drill``: rehearse a playbook through the whole pipeline, sending nothing.
 
-Teams rehearse crises the way they rehearse fire alarms. A drill injects a
-synthetic crisis that matches the chosen playbook into the real incident
-stage and engine, on a ``SimClock``, and prints the response as it would
-unfold: who is assigned, every page, email and post with its text, the
-approvals, escalations, updates, the resolution and the report. Only
-targets marked ``test: true`` receive anything; by default nobody approves
-or acknowledges, so the drill shows every escalation the playbook has.
+Teams rehearse crises the way they rehearse fire alarms. A drill generates
+a synthetic mention stream for the brand and channel — a quiet day to warm
+the detectors up, then a storm whose words fit the chosen playbook — and
+replays it through the real pipeline (windows, detectors, incidents) and the
+engine on a simulated clock. It prints the response as it would unfold: the
+detection, who is assigned, every page, email and post with its text, the
+approvals, escalations, updates, the resolution and the report. So a drill
+also checks that this kind of crisis is detected at all. Only targets marked
+``test: true`` receive anything; by default nobody approves or acknowledges,
+so the drill shows every escalation the playbook has.
 """
 
 from __future__ import annotations
@@ -16,31 +19,28 @@ import asyncio
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.clock import SimClock
+from daemon import backtest, demo
 from daemon.config import Config, parse_duration
-from daemon.domain import (
-    Anomaly,
-    Incident,
-    IncidentEvent,
-    Sample,
-    SeriesKey,
-    Severity,
-    TimelineEntry,
-)
-from daemon.engine import Engine
-from daemon.incidents import IncidentManager
-from daemon.playbook import Playbook, PlaybookRouter, Playbooks, load
+from daemon.domain import Incident, IncidentChange
+from daemon.playbook import Playbook, load
 from daemon.store import Store
 from daemon.timeline import TimelinePrinter
+from daemon.yamlfile import Problem
+from detectors.terms import load_lexicon
 
-Emit = Callable[[list[IncidentEvent]], None]
+QUIET_BEFORE = 6 * 3600.0  # normal traffic after the warm-up, before the storm
+STORM = 3 * 3600.0  # how long the storm lasts; then the playbook's quiet period, and an hour
 
-_STORM = 6  # anomalous buckets in the synthetic storm
-_STEP = 300.0  # seconds between them
+COMPLAINTS = [
+    ("{b} just lost a loyal customer. Worst experience ever, never again", -0.8),
+    ("Everyone stop buying from {b}. Absolutely terrible, they ignore us", -0.9),
+    ("Cannot believe how {b} treated me today. Disgraceful service", -0.8),
+    ("{b} is a joke. Hours on hold and nobody cares", -0.7),
+]
+"""What a storm without crisis words sounds like (catch-all, viral complaint)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,111 +56,86 @@ class DrillOptions:
     keep: Path | None = None
 
 
-def _term(pattern: str) -> str:
-    """A concrete term from a match glob (``safety*`` → ``safety``)."""
-    return pattern.replace("*", "").replace("?", "") or "crisis"
-
-
-def synthetic(playbook: Playbook, options: DrillOptions, at: float, index: int) -> Anomaly:
-    """An anomaly at ``at`` that ``playbook`` matches (and would open)."""
+def storm_words(playbook: Playbook) -> list[str]:
+    """Concrete words the playbook listens for: its terms, else its lexicon categories."""
     m = playbook.match
-    signal = next((s for s in m.signals if s not in ("terms",) and "*" not in s), "volume")
-    terms = [_term(t) for t in (m.terms_all or m.terms_any[:1])]
-    direction = -1 if signal == "sentiment" else 1
-    severity = max(Severity.HIGH, Severity.parse(m.min_severity))
-    volume = 60 + 80 * index
-    text = f"Drill: is anyone from {options.brand} looking at this? " + " ".join(
-        f"#{t.replace(' ', '')}" for t in terms
-    )
-    return Anomaly(
-        series=SeriesKey(options.brand, options.channel),
-        signal=signal,
-        start=at - 60,
-        end=at,
-        observed=float(volume),
-        expected=20.0,
-        low=5.0,
-        high=40.0,
-        score=0.99999,
-        severity=severity,
-        direction=direction,
-        tone="negative" if "negative" in m.tones else m.tones[0],
-        category=m.categories[0] if m.categories else None,
-        top_terms=[(t, 10 + 5 * index) for t in terms],
-        samples=[Sample(f"drill-{index}", at, "drill_account", 12000, text, -0.8)],
-        volume=volume,
-        negative_share=min(0.9, 0.4 + 0.08 * index),
+    words = [w for w in (*m.terms_all, *m.terms_any) if not any(c in w for c in "*?[")]
+    if not words and m.categories:
+        lexicon = load_lexicon()
+        words = [t for t, c in lexicon.category.items() if c in m.categories]
+    return words[:6]
+
+
+def storm(playbook: Playbook, options: DrillOptions, at: float) -> demo.Storm:
+    """A storm the playbook should catch, set off by one high-reach mention."""
+    words = storm_words(playbook)
+    texts = [
+        (f"{{b}} {w} again?! This is unacceptable, {w} everywhere today", -0.8)
+        for w in words
+    ] + [(f"Is anyone at {{b}} dealing with the {w} reports? Worried.", -0.6) for w in words]
+    first = words[0] if words else "terrible service"
+    spark = {
+        "id": "drill-spark",
+        "ts": at - 30.0,
+        "channel": options.channel,
+        "text": f"Drill: {options.brand.title()} {first}. Someone at {options.brand} "
+        "needs to answer for this.",
+        "author": "drill_account",
+        "followers": 250000,
+        "sentiment": -0.85,
+        "url": "https://example.invalid/drill/spark",
+    }
+    return demo.Storm(
+        at=at, channel=options.channel, texts=texts or COMPLAINTS, spark=spark, duration=STORM
     )
 
 
-async def run(config: Config, playbooks: Playbooks, options: DrillOptions) -> list[Incident]:
+async def run(config: Config, options: DrillOptions) -> list[Incident]:
     """Rehearse ``options.playbook``; print the timeline; return the incidents.
 
-    Actions for test targets are delivered before it returns.
+    ``config.playbooks.dir`` holds the playbook. Actions for test targets are
+    delivered before it returns.
     """
-    playbook = playbooks.get(options.playbook)
-    if playbook is None:
-        known = ", ".join(p.name for p in playbooks)
-        raise SystemExit(f"crisisd drill: no playbook {options.playbook!r} (known: {known})")
     start = options.start if options.start is not None else float(int(time.time() // 60) * 60)
+    warmup = config.detection.warmup
+    first = start - warmup - QUIET_BEFORE
     with tempfile.TemporaryDirectory(prefix="crisisd-drill-") as tmp:
         state = options.keep or Path(tmp)
         cfg = config.model_copy(update={"state_dir": state})
+        warnings: list[Problem] = []
+        chosen = load(cfg.playbooks.dir, cfg, warnings=warnings).get(options.playbook)
+        for warning in warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        if chosen is None:
+            raise SystemExit(f"crisisd drill: no playbook {options.playbook!r}")
+        stream = Path(tmp) / "drill.jsonl"
+        demo.write(
+            stream,
+            days=(warmup + QUIET_BEFORE + STORM + chosen.resolve.after_quiet + 3600) / demo.DAY,
+            brand=options.brand,
+            start=first,
+            storm=storm(chosen, options, start),
+            channels=((options.channel, 1.0),),
+        )
         printer = TimelinePrinter()
-        clock = SimClock(start - 60)
-        store = Store(state / "drill.sqlite")
-        # Only this playbook runs, as if it were the best match.
-        only = Playbooks([playbook])
-
-        def on_entry(incident: Incident, entry: TimelineEntry) -> None:
-            printer.entry(incident, entry)
-
-        engine = Engine(cfg, only, clock, store, on_entry, drill=True)
-        manager = IncidentManager(PlaybookRouter(only))
-
-        def emit(events: list[IncidentEvent]) -> None:
-            for event in events:
-                printer.event(event)
-                engine.handle(event)
-
-        actions: list[tuple[float, str]] = []
-        if options.ack_after is not None:
-            actions.append((start + options.ack_after, "ack"))
-        if options.approve_after is not None:
-            actions.append((start + options.approve_after, "approve"))
-        storm = [start + i * _STEP for i in range(_STORM)]
-        quiet_end = storm[-1] + playbook.resolve.after_quiet
-        moments = sorted({*storm, *(t for t, _ in actions), quiet_end})
-        for at in moments:
-            clock.advance(at)
-            if at in storm:
-                anomaly = synthetic(playbook, options, at, storm.index(at))
-                emit(manager.observe(anomaly))
-                for incident in engine.open_incidents():  # the chart and current figures
-                    store.add_point(incident.id, at, anomaly.volume, anomaly.negative_share)
-            for when, what in actions:
-                if when == at:
-                    _act(engine, manager, what, at, emit)
-            emit(manager.tick(at))
-        incidents = list(engine.incidents.values())
-        delivered = await engine.outbox.deliver_due()
-        await engine.stop(drain=0)
+        result = await backtest.replay(
+            [stream],
+            cfg,
+            listeners=[printer.event],
+            on_entry=printer.entry,
+            responders=backtest.Responders(options.ack_after, options.approve_after),
+            store=Store(state / "drill.sqlite"),
+            only=chosen.name,
+            drill=True,
+        )
+        incidents = [e.incident for e in result.events if e.change is IncidentChange.OPENED]
+        store = Store(state / "drill.sqlite")  # the replay closed its own
+        delivered = len(store.actions(status="delivered"))
         store.close()
         printer.out.write(f"\n{delivered} actions delivered to test targets\n")
         if options.keep is None:
             printer.out.write("\n(drill state discarded; use --keep DIR to keep the report)\n")
         return incidents
-
-
-def _act(engine: Engine, manager: IncidentManager, what: str, at: float, emit: Emit) -> None:
-    """A rehearsed human action: acknowledge, or approve every pending statement."""
-    for incident in list(manager.open.values()):
-        if what == "ack":
-            emit([manager.acknowledge(incident.id, at, "drill")])
-            continue
-        for st in engine.statements(incident.id):
-            if st.status == "pending":
-                engine.approve(incident.id, st.sid, st.sha256, "drill", force=True)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -176,11 +151,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def command(args: argparse.Namespace, config: Config) -> int:
     """Run ``crisisd drill`` from parsed arguments."""
-    directory = Path(args.playbooks) if args.playbooks else config.playbooks.dir
-    warnings: list = []
-    playbooks = load(directory, config, warnings=warnings)
-    for warning in warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+    if args.playbooks:
+        config = config.model_copy(
+            update={"playbooks": config.playbooks.model_copy(update={"dir": Path(args.playbooks)})}
+        )
     options = DrillOptions(
         playbook=args.playbook,
         brand=args.brand,
@@ -191,7 +165,8 @@ def command(args: argparse.Namespace, config: Config) -> int:
     )
     print(
         f"crisisd drill: rehearsing {args.playbook} for {args.brand} on {args.channel} "
-        "(simulated clock; only test targets receive anything)"
+        "(synthetic mentions through the pipeline on a simulated clock; "
+        "only test targets receive anything)"
     )
-    asyncio.run(run(config, playbooks, options))
+    asyncio.run(run(config, options))
     return 0

@@ -44,6 +44,8 @@ class Response:
         store: Store | None = None,
         tolerant: bool = False,
         playbooks_dir: Path | None = None,
+        only: str | None = None,
+        drill: bool = False,
     ) -> Response:
         """Load and check the playbooks and wire everything on ``clock``.
 
@@ -57,8 +59,14 @@ class Response:
         loaded = playbook.load(
             playbooks_dir or config.playbooks.dir, config, warnings=warnings if tolerant else None
         )
+        if only is not None:
+            chosen = loaded.get(only)
+            if chosen is None:
+                known = ", ".join(p.name for p in loaded)
+                raise KeyError(f"no playbook {only!r} (known: {known})")
+            loaded = playbook.Playbooks([chosen])
         store = store or Store.in_dir(config.state_dir)
-        engine = Engine(config, loaded, clock, store, on_entry)
+        engine = Engine(config, loaded, clock, store, on_entry, drill=drill)
         return cls(
             store, loaded, playbook.PlaybookRouter(loaded), Silences(store), engine, warnings
         )

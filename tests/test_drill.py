@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from daemon import config as config_module
-from daemon import drill, playbook
+from daemon import drill
 from daemon.cli import main
 from daemon.domain import IncidentStatus
 
@@ -26,13 +26,12 @@ NAMES = [
 
 @pytest.fixture(scope="module")
 def shipped():
-    cfg = config_module.load(REPO / "config.yaml")
-    return cfg, playbook.load(REPO / "playbooks", cfg)
+    return config_module.load(REPO / "config.yaml")
 
 
 @pytest.mark.parametrize("name", NAMES)
 async def test_each_shipped_playbook_rehearses(name, shipped, tmp_path, monkeypatch):
-    cfg, playbooks = shipped
+    cfg = shipped
     out = io.StringIO()
     monkeypatch.setattr("sys.stdout", out)
     options = drill.DrillOptions(
@@ -43,7 +42,7 @@ async def test_each_shipped_playbook_rehearses(name, shipped, tmp_path, monkeypa
         approve_after=480.0,
         keep=tmp_path,
     )
-    (incident,) = await drill.run(cfg, playbooks, options)
+    (incident,) = await drill.run(cfg, options)
     assert incident.playbook == name
     assert incident.status == IncidentStatus.RESOLVED
     kinds = [e.kind for e in incident.timeline]
