@@ -263,8 +263,8 @@ class Engine:
         point = (bucket.end, float(bucket.volume), bucket.negative_share)
         history = self._history.setdefault(bucket.series, deque(maxlen=HISTORY))
         history.append(point)
-        for incident in self.open_incidents():
-            if incident.origin == bucket.series:
+        for incident in self.incidents.values():  # every bucket: no sorting here
+            if incident.origin == bucket.series and incident.status != IncidentStatus.RESOLVED:
                 self.store.add_point(incident.id, *point)
 
     # ------------------------------------------------------------ control (API)

@@ -8,6 +8,7 @@ order, the detector's calibrated score, and whether it alerted.
 from __future__ import annotations
 
 import csv
+import functools
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -15,6 +16,12 @@ from pathlib import Path
 from daemon.domain import Bucket, SeriesKey
 
 HEADER = ("timestamp", "value", "anomaly_score", "alert")
+
+
+@functools.lru_cache(maxsize=4096)
+def _stamp(ts: float) -> str:
+    """NAB's timestamp format; cached, as every series of a tick shares its start."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts))
 
 
 class ScoreWriter:
@@ -29,7 +36,7 @@ class ScoreWriter:
         alert: bool,
     ) -> None:
         """Record one scored bucket (the detect stage's score sink)."""
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(bucket.start))
+        stamp = _stamp(bucket.start)
         self._rows[(signal, series.slug)].append(
             (stamp, f"{value:.6g}", f"{score:.6f}", int(alert))
         )

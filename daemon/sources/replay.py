@@ -14,6 +14,7 @@ they had arrived live (a file after another would be all late). Two layouts:
 from __future__ import annotations
 
 import csv
+import functools
 import heapq
 import itertools
 from collections.abc import AsyncIterator, Iterator
@@ -29,6 +30,7 @@ class ReplayError(Exception):
     """A replay input that cannot be read at all (missing, unknown layout)."""
 
 
+@functools.lru_cache(maxsize=65536)
 def _csv_time(text: str) -> float:
     moment = datetime.fromisoformat(text.strip())
     if moment.tzinfo is None:
