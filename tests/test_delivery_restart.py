@@ -35,7 +35,7 @@ async def _child(tmp: Path, phase: str) -> None:
     from daemon.playbook import PlaybookRouter
 
     engine = build_engine(tmp, SimClock(T0 + (0 if phase == "crash" else 60)))
-    engine.outbox.base_delay = 1.0  # the 451'd mail must still be waiting when the kill comes
+    engine.outbox.base_delay = 0.2  # a deferred mail is retried a few times before the kill
     if phase == "crash":
         manager = IncidentManager(PlaybookRouter(engine.playbooks), lambda a: None)
         for event in manager.observe(recall()):
@@ -67,7 +67,7 @@ def _log(tmp: Path, phase: str) -> str:
 
 
 async def _until(predicate, proc: asyncio.subprocess.Process, tmp: Path,
-                 timeout: float = 15.0) -> None:
+                 timeout: float = 30.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not predicate():
@@ -88,7 +88,8 @@ async def test_sigkill_with_pending_deliveries_then_restart(tmp_path):
     try:
         pd.hang()  # the first page is in flight when the kill comes
         x.hang()  # so is the holding statement
-        smtp.handler.script.append("451 4.3.0 try again later")  # the mail waits to retry
+        # Every mail is deferred until the kill (however slow this machine is).
+        smtp.handler.script.extend(["451 4.3.0 try again later"] * 50)
         write_setup(tmp_path, pd.url, smtp.port, x.url, 30.0)
 
         first = await _spawn(tmp_path, "crash")
@@ -97,10 +98,9 @@ async def test_sigkill_with_pending_deliveries_then_restart(tmp_path):
                      first, tmp_path)
         first.kill()  # SIGKILL: no drain, no cleanup
         await first.wait()
-        assert not pd.answered
-        [deferred] = [r.message["Message-ID"] for r in smtp.handler.received
-                      if r.answer.startswith("451")]
-        assert deferred not in {r.message["Message-ID"] for r in smtp.handler.accepted}
+        assert not pd.answered and not smtp.handler.accepted
+        deferred = {r.message["Message-ID"] for r in smtp.handler.received}
+        smtp.handler.script.clear()
 
         second = await _spawn(tmp_path, "restart")
         await asyncio.wait_for(second.wait(), 30)
@@ -118,7 +118,7 @@ async def test_sigkill_with_pending_deliveries_then_restart(tmp_path):
     assert len(x.requests) == 1
     # Every mail accepted once; the deferred one after the restart, same Message-ID.
     accepted_ids = Counter(r.message["Message-ID"] for r in smtp.handler.accepted)
-    assert set(accepted_ids.values()) == {1} and accepted_ids[deferred] == 1
+    assert set(accepted_ids.values()) == {1} and deferred <= set(accepted_ids)
     # The commander is told the post's outcome is unknown, by page and by email.
     unknown_pages = [r.json() for r, _ in pd.answered
                      if "outcome unknown" in r.json()["payload"]["summary"]]
