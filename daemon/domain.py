@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -55,9 +55,12 @@ class MetricPoint(msgspec.Struct, frozen=True):
 Event = Mention | MetricPoint
 
 
-@dataclass(frozen=True, slots=True)
-class SeriesKey:
-    """One monitored series: a brand on a channel."""
+class SeriesKey(NamedTuple):
+    """One monitored series: a brand on a channel.
+
+    A named tuple, not a dataclass: it keys every per-series dict on the hot
+    path, and a tuple's hashing and equality run in C.
+    """
 
     brand: str
     channel: str
