@@ -239,6 +239,11 @@ class TargetConfig(Section):
         description="which kinds of action this target delivers",
     )
     path: Path | None = Field(None, description="directory of the file target")
+    channels: list[str] | None = Field(
+        None,
+        description="origin channels this target posts statements for (default: its own "
+        "platform's — x: twitter and x, facebook, mastodon; other types: every channel)",
+    )
     test: bool = Field(False, description="drills deliver to test targets only")
     url: str | None = Field(
         None,

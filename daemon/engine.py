@@ -64,7 +64,11 @@ REPLY_CHANNELS: dict[str, frozenset[str]] = {
     "facebook": frozenset({"facebook"}),
     "mastodon": frozenset({"mastodon"}),
 }
-"""Which origin channels' mention ids a platform target can reply to (others post anew)."""
+"""The origin channels a platform target posts for and can reply to.
+
+A statement goes only to the post targets of the incident's origin channel
+(``channels:`` in a target's config overrides this), and a reply only to the
+platform the triggering mention is on."""
 
 HISTORY = 120
 """Closed buckets kept per series for the chart's lead-up (2 hours of 1-minute buckets)."""
@@ -610,6 +614,9 @@ class Engine:
             if self.drill and not cfg.test:
                 continue
             channels = REPLY_CHANNELS.get(cfg.type)
+            serves = cfg.channels if cfg.channels is not None else channels
+            if medium == "post" and serves is not None and incident.origin.channel not in serves:
+                continue  # a statement answers where the crisis is, not everywhere
             replies = reply_to and (channels is None or incident.origin.channel in channels)
             action = Action(
                 key=f"{key}/{medium}@{name}",

@@ -349,7 +349,10 @@ async def test_events_are_all_answered_through_the_engine_handle(world):
 
 async def test_reply_goes_only_to_the_mentions_own_platform(world, monkeypatch):
     monkeypatch.setenv("CRISISD_TARGET_MASTO_SECRET", "masto-token-0123456789")
-    world.engine.config.targets["masto"] = target_config(type="mastodon", url=world.x.url)
+    # A Mastodon account that also answers crises on Twitter (opted in with channels).
+    world.engine.config.targets["masto"] = target_config(
+        type="mastodon", url=world.x.url, channels=["twitter", "mastodon"]
+    )
     world.engine.targets["masto"] = make("masto", world.engine.config.targets["masto"],
                                          world.tmp)
     world.open()
@@ -357,6 +360,17 @@ async def test_reply_goes_only_to_the_mentions_own_platform(world, monkeypatch):
     by_path = {r.path: r.json() for r in world.x.requests}
     assert by_path["/2/tweets"]["reply"] == {"in_reply_to_tweet_id": MENTION_ID}
     assert "in_reply_to_id" not in by_path["/api/v1/statuses"]  # a tweet id means nothing there
+
+
+async def test_a_statement_is_posted_only_where_the_crisis_is(world, monkeypatch):
+    monkeypatch.setenv("CRISISD_TARGET_MASTO_SECRET", "masto-token-0123456789")
+    world.engine.config.targets["masto"] = target_config(type="mastodon", url=world.x.url)
+    world.engine.targets["masto"] = make("masto", world.engine.config.targets["masto"],
+                                         world.tmp)
+    world.open()
+    await world.engine.outbox.deliver_due()
+    paths = [r.path for r in world.x.requests]
+    assert "/2/tweets" in paths and "/api/v1/statuses" not in paths
 
 
 def test_backoff_is_capped_exponential_with_jitter(tmp_path):
