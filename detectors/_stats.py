@@ -20,6 +20,12 @@ SQRT2 = math.sqrt(2.0)
 P_FLOOR = 1e-15
 
 
+def ew_alpha(bucket: float, half_life: float) -> float:
+    """Per-bucket weight of an exponentially weighted average whose memory
+    halves every ``half_life`` seconds (buckets of ``bucket`` seconds)."""
+    return 1.0 - 2.0 ** (-bucket / max(half_life, bucket))
+
+
 def normal_sf(z: float) -> float:
     """Upper tail of the standard normal, ``P(Z ≥ z)``.
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 from array import array
 
-__all__ = ["Hold", "Record"]
+from detectors._stats import P_FLOOR
+
+__all__ = ["HeldScore", "Hold", "Record"]
 
 
 class Record:
@@ -123,6 +125,45 @@ class Hold:
     def push(self, p: float) -> None:
         """Record the (ungated) tail probability of the bucket just learnt."""
         self.rec.push(-math.log(p if p > 1e-300 else 1e-300))
+
+
+class HeldScore:
+    """``pvalue``/``score_one`` for detectors that gate alerts through a ``Hold``.
+
+    The detector provides ``warm``, ``hold`` and ``_evaluate(x, n)``, which
+    returns ``(p, p_model)``: the tail probability in the direction it alerts
+    on, and the model's own (before the record test). ``score_one`` keeps
+    the evaluation for the ``learn_one`` that follows, which reads it back
+    with ``_evaluated``, so a bucket is evaluated once.
+    """
+
+    warm: bool
+    hold: Hold
+    _cache: tuple | None
+
+    def _evaluate(self, x: float, n: float) -> tuple[float, float]:
+        raise NotImplementedError
+
+    def pvalue(self, t: float, x: float, n: float = 1.0) -> float:
+        """Tail probability of the bucket (every time scale), without the hold."""
+        return self._evaluate(x, n)[0]
+
+    def score_one(self, t: float, x: float, n: float = 1.0) -> float:
+        """``1 − p``; 0 while cold or when too few mentions stand behind ``x``."""
+        if not self.warm:
+            return 0.0
+        ev = self._evaluate(x, n)
+        self._cache = (t, x, n, ev)
+        p = self.hold.gate(ev[0])
+        return 1.0 - (p if p > P_FLOOR else P_FLOOR)
+
+    def _evaluated(self, t: float, x: float, n: float) -> tuple[float, float]:
+        """The evaluation ``score_one`` just made of this bucket (or a fresh one)."""
+        c = self._cache
+        self._cache = None
+        if c is not None and c[:3] == (t, x, n):
+            return c[3]
+        return self._evaluate(x, n) if self.warm else (1.0, 1.0)
 
 
 def record_gate(p_model: float, x: float, sd: float, rec: Record, cap: float) -> float:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from array import array
 
-from detectors._stats import P_FLOOR, normal_isf, normal_sf
-from detectors._window import Hold, Record, record_gate
+from detectors._stats import ew_alpha, normal_isf, normal_sf
+from detectors._window import HeldScore, Hold, Record, record_gate
 from detectors.base import Band
 
 __all__ = ["SentimentDetector"]
@@ -14,11 +14,7 @@ __all__ = ["SentimentDetector"]
 DAY = 86400.0
 
 
-def _alpha(bucket: float, half_life: float) -> float:
-    return 1.0 - 2.0 ** (-bucket / max(half_life, bucket))
-
-
-class SentimentDetector:
+class SentimentDetector(HeldScore):
     """Is the mean sentiment of a bucket — or of the last hours — unusually negative?
 
     Why: a crisis can burn slowly, negativity climbing for hours while the
@@ -93,7 +89,7 @@ class SentimentDetector:
         self.record_cap = record_cap
         self.warmup = float(warmup)
         self.min_volume = int(min_volume)
-        self.a = _alpha(bucket, half_life)
+        self.a = ew_alpha(bucket, half_life)
         self.clip_z = clip_z
         self.k = max(1, round(window / bucket))
         self.hold = Hold(bucket=bucket, hold=hold, hold_p=hold_p)
@@ -151,26 +147,10 @@ class SentimentDetector:
                 pm = min(pm, ppm)
         return (p if p < 1.0 else 1.0), pm
 
-    def pvalue(self, t: float, x: float, n: float = 1.0) -> float:
-        """Lower tail probability of the bucket (both time scales), no hold."""
-        return self._evaluate(x, n)[0]
-
-    def score_one(self, t: float, x: float, n: float = 1.0) -> float:
-        """``1 − p``; 0 while cold or when too few mentions stand behind the mean."""
-        if not self.warm:
-            return 0.0
-        ev = self._evaluate(x, n)
-        self._cache = (t, x, n, ev)
-        p = self.hold.gate(ev[0])
-        return 1.0 - (p if p > P_FLOOR else P_FLOOR)
-
     def learn_one(self, t: float, x: float, n: float = 1.0) -> None:
         """Update the baseline with a bucket's mean (every bucket with mentions)."""
-        c = self._cache
-        self._cache = None
         warm = self.warm
-        p, pm = c[3] if c is not None and c[:3] == (t, x, n) else (
-            self._evaluate(x, n) if warm else (1.0, 1.0))
+        p, pm = self._evaluated(t, x, n)
         self.hold.push(p)
         # records only of normal means (an excursion must not drag the record
         # along behind it) with a typical number of mentions behind them (a

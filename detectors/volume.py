@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from array import array
 
-from detectors._stats import P_FLOOR, nb_quantile, nb_upper_midp, normal_sf
+from detectors._stats import P_FLOOR, ew_alpha, nb_quantile, nb_upper_midp, normal_sf
 from detectors._window import Hold, Record
 from detectors.base import Band
 
@@ -14,11 +14,6 @@ __all__ = ["SeasonalCountDetector"]
 DAY = 86400.0
 HOUR = 3600.0
 WEEK_OFFSET_DAYS = 3  # 1970-01-01 was a Thursday: (days + 3) % 7 == 0 on Mondays
-
-
-def _alpha(bucket: float, half_life: float) -> float:
-    """Per-bucket EW weight whose memory halves every ``half_life`` seconds."""
-    return 1.0 - 2.0 ** (-bucket / max(half_life, bucket))
 
 
 class SeasonalCountDetector:
@@ -159,12 +154,12 @@ class SeasonalCountDetector:
         self.g_n = 0.0
         self.warmup = float(warmup)
         self.slots = int(slots)
-        self.a_level = _alpha(bucket, level_half_life)
+        self.a_level = ew_alpha(bucket, level_half_life)
         # a profile knot is visited bucket-by-bucket for DAY/slots seconds a day
-        self.a_season = _alpha(bucket, season_half_life / self.slots)
-        self.a_week = _alpha(bucket, week_half_life / 7.0)
-        self.a_disp = _alpha(bucket, dispersion_half_life)
-        self.a_fast = _alpha(bucket, fast_half_life)
+        self.a_season = ew_alpha(bucket, season_half_life / self.slots)
+        self.a_week = ew_alpha(bucket, week_half_life / 7.0)
+        self.a_disp = ew_alpha(bucket, dispersion_half_life)
+        self.a_fast = ew_alpha(bucket, fast_half_life)
         self.shift_ratio = shift_ratio
         self.shift_buckets = max(1, round(shift_after / bucket))
         self.min_dispersion = min_dispersion
