@@ -25,6 +25,7 @@ from daemon.config import Config
 from daemon.detect import DetectStage, ScoreSink
 from daemon.domain import Anomaly, Bucket, Event, IncidentEvent, Mention
 from daemon.incidents import BrandRouter, IncidentManager, Router
+from daemon.journal import Journal
 from daemon.sentiment import SentimentScorer
 from daemon.sources import Source, Tick
 from daemon.timeline import anomaly_dict
@@ -76,6 +77,7 @@ class Pipeline:
         self.sentiment = SentimentScorer()
         self.listeners = list(listeners)
         self.bucket_listeners = list(bucket_listeners)
+        self.journal: Journal | None = None  # live only: see daemon.journal
         self.stats = PipelineStats()
 
     async def run(self, source: Source) -> None:
@@ -94,6 +96,8 @@ class Pipeline:
             self._idle(item.at)
             return
         batch = await self.sentiment.enrich(item)
+        if self.journal is not None:  # no await from here to the windows: see _save
+            self.journal.append(batch)
         add = self.windows.add
         accepted = 0
         for event in batch:

@@ -25,6 +25,7 @@ from daemon.assembly import assemble
 from daemon.clock import RealClock
 from daemon.config import Config
 from daemon.decode import Decoder
+from daemon.journal import Journal
 from daemon.pipeline import Pipeline
 from daemon.response import Response
 from daemon.sdnotify import Notifier
@@ -33,6 +34,7 @@ from daemon.yamlfile import FileProblems
 
 log = structlog.get_logger("crisisd.service")
 
+JOURNAL = "journal.bin"
 DRAIN_SECONDS = 10.0
 """How long a stop waits for received mentions to go through the pipeline."""
 
@@ -44,6 +46,18 @@ async def _announce_ready(source: MqttSource, notifier: Notifier) -> None:
     log.info("ready")
 
 
+async def _recover(pipeline: Pipeline, journal: Journal, snapshot: Path) -> None:
+    """Replay what arrived after the last snapshot (a crash), then journal anew."""
+    mentions = 0
+    for batch in journal.replay():
+        await pipeline.feed(batch)
+        mentions += len(batch)
+    pipeline.journal = journal
+    if mentions:
+        log.warning("replayed the journal after an unclean stop", mentions=mentions)
+        _save(pipeline, snapshot)  # fold it into a snapshot; the journal starts empty
+
+
 async def _snapshot_every(pipeline: Pipeline, path: Path, interval: float) -> None:
     """Save detector state periodically, so a crash loses at most ``interval``."""
     while True:
@@ -52,11 +66,14 @@ async def _snapshot_every(pipeline: Pipeline, path: Path, interval: float) -> No
 
 
 def _save(pipeline: Pipeline, path: Path) -> None:
+    """Snapshot the detectors; the journal then starts afresh (the snapshot holds it)."""
     try:
         size = snapshots.save(path, pipeline.detect, pipeline.windows)
     except (OSError, pickle.PicklingError) as exc:
         log.error("detector snapshot failed", path=str(path), error=str(exc))
         return
+    if pipeline.journal is not None:
+        pipeline.journal.reset()
     log.info("detector snapshot saved", bytes=size, series=len(pipeline.detect.series))
 
 
@@ -99,6 +116,8 @@ async def serve(cfg: Config, path: Path | None = None, notifier: Notifier | None
     pipeline, response = assemble(cfg, RealClock())
     snapshot = snapshots.path_in(cfg.state_dir)
     snapshots.load(snapshot, pipeline.detect, pipeline.windows)
+    journal = Journal(cfg.state_dir / JOURNAL)
+    await _recover(pipeline, journal, snapshot)
     latency = metrics.DeliveryLatency()
     if response is not None:
         latency.attach(response.engine.outbox)
@@ -150,6 +169,7 @@ async def serve(cfg: Config, path: Path | None = None, notifier: Notifier | None
         await api.stop()
         pipeline.close()
         _save(pipeline, snapshot)
+        journal.close()
         if response is not None:
             await response.stop()
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
