@@ -389,17 +389,7 @@ class Engine:
         ``ActionError`` (a ``ValueError``) when the action does not exist or
         is not ``unknown``/``failed``.
         """
-        try:
-            action = self.outbox.retry(action_id, by)
-        except NoSuchAction as exc:
-            raise UnknownActionError(str(exc)) from None
-        except OutboxError as exc:
-            raise ActionError(str(exc)) from None
-        self._action_entry(
-            action, "delivery_retried",
-            f"{action.medium} via {action.target} (action {action_id}) retried by {by}", by,
-        )
-        return action
+        return self._by_human(self.outbox.retry, action_id, by, "retried")
 
     def cancel_action(self, action_id: int, by: str) -> Action:
         """A human gives up on a ``pending``, ``unknown`` or ``failed`` action; recorded.
@@ -407,15 +397,21 @@ class Engine:
         Raises ``ActionError`` (a ``ValueError``) when the action does not exist
         or is already delivered, cancelled or being sent.
         """
+        return self._by_human(self.outbox.cancel, action_id, by, "cancelled")
+
+    def _by_human(
+        self, op: Callable[[int, str], Action], action_id: int, by: str, verb: str
+    ) -> Action:
+        """Apply a person's retry or cancel to an action and record it in the timeline."""
         try:
-            action = self.outbox.cancel(action_id, by)
+            action = op(action_id, by)
         except NoSuchAction as exc:
             raise UnknownActionError(str(exc)) from None
         except OutboxError as exc:
             raise ActionError(str(exc)) from None
         self._action_entry(
-            action, "delivery_cancelled",
-            f"{action.medium} via {action.target} (action {action_id}) cancelled by {by}", by,
+            action, f"delivery_{verb}",
+            f"{action.medium} via {action.target} (action {action_id}) {verb} by {by}", by,
         )
         return action
 

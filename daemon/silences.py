@@ -98,26 +98,9 @@ class Silences:
     __call__ = matches
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``crisisd silence add|list|remove`` (registered by ``daemon.cli``)."""
-    sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    add = sub.add_parser("add", help="silence a brand/channel/signal for a time span")
-    add.add_argument("--brand", default="*", help="brand glob (default: every brand)")
-    add.add_argument("--channel", default="*", help="channel glob")
-    add.add_argument("--signal", default="*", help="signal glob, e.g. volume or term:*")
-    add.add_argument("--start", default="now", help="ISO date-time, default now")
-    span = add.add_mutually_exclusive_group(required=True)
-    span.add_argument("--end", help="ISO date-time")
-    span.add_argument("--for", dest="duration", help="a duration such as 2h")
-    add.add_argument("--reason", default="", help="why (a product launch, maintenance)")
-    add.add_argument("--by", default="", help="who")
-    sub.add_parser("list", help="list silences with their suppressed counts")
-    remove = sub.add_parser("remove", help="end a silence now")
-    remove.add_argument("id")
-
-
 def command(args: argparse.Namespace, config: Config) -> int:
-    """Run ``crisisd silence`` against the state directory's store."""
+    """``crisisd silence`` against the state directory's store (``daemon.ctl``'s
+    fallback when no daemon answers; its parser is ``ctl.add_silence_arguments``)."""
     store = Store.in_dir(config.state_dir)
     silences = Silences(store)
     try:
