@@ -27,6 +27,7 @@ import hmac
 import ipaddress
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -121,6 +122,7 @@ class ControlApi:
         source: MqttSource | None = None,
         decoder: Decoder | None = None,
         latency: metrics.DeliveryLatency | None = None,
+        reload: Callable[[], list[str]] | None = None,
     ) -> None:
         self.cfg = cfg
         self.pipeline = pipeline
@@ -128,6 +130,7 @@ class ControlApi:
         self.source = source
         self.decoder = decoder
         self.latency = latency
+        self.reload = reload
         self.token = cfg.token()
         self.open_reads = is_loopback(cfg.host) and not cfg.auth_reads
         self.port = cfg.port
@@ -287,6 +290,14 @@ class ControlApi:
                 return Reply.json(self.resolve(iid, _by(doc), str(doc.get("reason") or "")))
             case ("POST", ["actions", aid, ("retry" | "cancel") as verb]):
                 return Reply.json(self.action(aid, verb, _by(doc)))
+            case ("POST", ["reload"]):
+                if self.reload is None:
+                    raise HttpError(503, "reload is not available in this process")
+                problems = self.reload()
+                if problems:
+                    raise HttpError(422, "reload rejected; the last good set keeps running:\n"
+                                    + "\n".join(problems))
+                return Reply.json({"reloaded": True})
             case ("GET", ["silences"]):
                 return Reply.json([asdict(s) for s in self._silences().list()])
             case ("POST", ["silences"]):
@@ -468,7 +479,9 @@ class ControlApi:
 def _known(parts: list[str]) -> bool:
     """Whether ``parts`` is an endpoint's path (then a wrong method is a 405, not a 404)."""
     match parts:
-        case ["healthz" | "metrics" | "incidents" | "silences"] | ["incidents" | "silences", _]:
+        case ["healthz" | "metrics" | "incidents" | "silences" | "reload"]:
+            return True
+        case ["incidents" | "silences", _]:
             return True
         case ["incidents", _, "ack" | "approve" | "resolve"] | ["actions", _, "retry" | "cancel"]:
             return True

@@ -143,6 +143,13 @@ def cmd_incidents(args: argparse.Namespace) -> int:
     return ctl.incidents_command(args, _load(args.config))
 
 
+def cmd_reload(args: argparse.Namespace) -> int:
+    """Make the running daemon re-read its config and playbooks."""
+    from daemon import ctl
+
+    return ctl.reload_command(args, _load(args.config))
+
+
 def cmd_test_notify(args: argparse.Namespace) -> int:
     """Send one marked test message through a configured target; show receipt or error."""
     from daemon import testnotify
@@ -197,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     ctl.add_silence_arguments(add("silence", cmd_silence, "silence incidents for a planned event"))
     ctl.add_incident_arguments(
         add("incidents", cmd_incidents, "incidents and their actions, through the control API")
+    )
+    ctl.add_common_arguments(
+        add("reload", cmd_reload, "make the running daemon re-read config.yaml and playbooks")
     )
     return parser
 

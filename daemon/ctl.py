@@ -121,7 +121,8 @@ def _when(ts: float | None) -> str:
 # ---------------------------------------------------------------- arguments
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def add_common_arguments(p: argparse.ArgumentParser) -> None:
+    """The options every command that talks to the control API takes."""
     p.add_argument("--api", metavar="URL", help="API address (default: $CRISISD_API_URL or "
                    "api.listen from config.yaml)")
 
@@ -132,11 +133,11 @@ def add_incident_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("list", help="open incidents (--all: resolved ones too)")
     p.add_argument("--all", action="store_true", help="include resolved incidents")
     p.add_argument("--json", action="store_true", help="print the API's JSON")
-    _common(p)
+    add_common_arguments(p)
     p = sub.add_parser("show", help="an incident with its timeline, statements and actions")
     p.add_argument("id")
     p.add_argument("--json", action="store_true", help="print the API's JSON")
-    _common(p)
+    add_common_arguments(p)
     for name, text in (("ack", "acknowledge: you are on it (stops escalations)"),
                        ("resolve", "resolve now (resolve notifications and report follow)")):
         p = sub.add_parser(name, help=text)
@@ -144,19 +145,19 @@ def add_incident_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--by", help="your person id (default: $CRISISD_USER or login name)")
         if name == "resolve":
             p.add_argument("--reason", default="", help="why, for the timeline")
-        _common(p)
+        add_common_arguments(p)
     p = sub.add_parser("approve", help="approve a holding statement: shows its exact text")
     p.add_argument("id", help="incident id")
     p.add_argument("statement", nargs="?", help="statement id (default: the one pending)")
     p.add_argument("--by", help="your person id (default: $CRISISD_USER or login name)")
     p.add_argument("--yes", action="store_true", help="approve without asking (text still shown)")
-    _common(p)
+    add_common_arguments(p)
     for name, text in (("retry", "deliver a failed or flagged action again"),
                        ("cancel", "cancel an action not yet delivered")):
         p = sub.add_parser(name, help=text)
         p.add_argument("action_id", type=int, metavar="ACTION_ID")
         p.add_argument("--by", help="your person id (default: $CRISISD_USER or login name)")
-        _common(p)
+        add_common_arguments(p)
 
 
 def add_silence_arguments(parser: argparse.ArgumentParser) -> None:
@@ -172,17 +173,35 @@ def add_silence_arguments(parser: argparse.ArgumentParser) -> None:
     span.add_argument("--for", dest="duration", help="a duration such as 2h")
     add.add_argument("--reason", default="", help="why (a product launch, maintenance)")
     add.add_argument("--by", default="", help="who (default: $CRISISD_USER or login name)")
-    _common(add)
+    add_common_arguments(add)
     p = sub.add_parser("list", help="list silences with their suppressed counts")
-    _common(p)
+    add_common_arguments(p)
     for name in ("expire", "remove"):
         p = sub.add_parser(name, help="end a silence now" + (" (alias of expire)"
                                                               if name == "remove" else ""))
         p.add_argument("id")
-        _common(p)
+        add_common_arguments(p)
 
 
 # ----------------------------------------------------------------- commands
+
+
+def reload_command(args: argparse.Namespace, config: Config) -> int:
+    """``crisisd reload``: the running daemon re-reads config.yaml and the playbooks.
+
+    The same as ``systemctl reload crisisd`` (SIGHUP), but the answer says
+    whether the new set is live or, located, why it was rejected.
+    """
+    client = _client(args, config)
+    try:
+        client.request("POST", "/reload", {})
+    except CtlError as exc:
+        print(f"crisisd reload: {exc}", file=sys.stderr)
+        return exc.code
+    finally:
+        client.close()
+    print("reloaded: the new configuration and playbooks are live")
+    return 0
 
 
 def incidents_command(args: argparse.Namespace, config: Config) -> int:

@@ -79,9 +79,10 @@ def _save(pipeline: Pipeline, path: Path) -> None:
 
 def reload(
     path: Path | None, pipeline: Pipeline, response: Response | None, notifier: Notifier
-) -> bool:
+) -> list[str]:
     """Apply a re-read config and playbook set, or keep the running one.
 
+    Returns the problems that rejected it (empty when the new set is live).
     Detector state, open incidents, pending timers and the outbox are kept:
     only settings and playbooks change. Broker and detection settings need a
     restart (the subscription and the learnt baselines depend on them).
@@ -98,14 +99,14 @@ def reload(
             problems=[str(p) for p in exc.problems],
         )
         notifier.ready(status="reload rejected; running the last good set")
-        return False
+        return [str(p) for p in exc.problems]
     if new.mqtt != pipeline.cfg.mqtt or new.detection != pipeline.cfg.detection:
         log.warning("mqtt and detection settings change only on restart")
     pipeline.cfg = new.model_copy(update={"mqtt": pipeline.cfg.mqtt,
                                           "detection": pipeline.cfg.detection})
     log.info("reloaded", playbooks=len(response.playbooks) if response else 0)
     notifier.ready(status="reloaded")
-    return True
+    return []
 
 
 async def serve(cfg: Config, path: Path | None = None, notifier: Notifier | None = None) -> int:
@@ -123,7 +124,8 @@ async def serve(cfg: Config, path: Path | None = None, notifier: Notifier | None
         latency.attach(response.engine.outbox)
         await response.start()
     api = ControlApi(cfg.api, pipeline, response=response, source=source, decoder=decoder,
-                     latency=latency)
+                     latency=latency,
+                     reload=lambda: reload(path, pipeline, response, notifier))
     if cfg.api.enabled:
         try:
             await api.start()

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import yaml
+from conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,11 +39,18 @@ def test_sighup_reloads_valid_playbooks_and_keeps_the_last_good_set(mosquitto, t
     cfg["mqtt"].update(port=mosquitto.port, client_id="reload-test")
     cfg["state_dir"] = str(tmp_path / "state")
     cfg["playbooks"] = {"dir": str(playbooks)}
+    cfg["api"] = {"listen": f"127.0.0.1:{free_port()}"}
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CRISISD_API_TOKEN": "test-token-not-secret"}
     proc = subprocess.Popen([sys.executable, "-m", "daemon", "run", "-c", str(config)],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                            text=True, env=env)
+
+    def crisisd_reload() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "daemon", "reload", "-c", str(config)],
+                              cwd=tmp_path, capture_output=True, text=True, env=env, timeout=30)
+
     lines: list[str] = []
     try:
         wait_log(proc, "ready", lines)
@@ -56,6 +64,12 @@ def test_sighup_reloads_valid_playbooks_and_keeps_the_last_good_set(mosquitto, t
                             lines)
         assert any(p.startswith(f"{broken}:") and "duration" in p for p in rejected["problems"])
         assert proc.poll() is None
+
+        answer = crisisd_reload()              # the same through the control API
+        assert answer.returncode == 1 and f"{broken}:" in answer.stderr, answer
+        broken.write_text(broken.read_text().replace("after_quiet: 15 minutes #", "after_quiet: "))
+        answer = crisisd_reload()
+        assert answer.returncode == 0 and "reloaded" in answer.stdout, answer
 
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
