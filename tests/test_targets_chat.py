@@ -157,7 +157,7 @@ async def test_webhook_without_url_is_permanent():
 
 @pytest.mark.parametrize("kind", ["slack", "teams"])
 async def test_secret_that_is_not_a_url_is_permanent_and_not_echoed(kind, monkeypatch):
-    monkeypatch.setenv(f"CRISISD_TARGET_{kind.upper()}_SECRET", "xoxb-NOT-A-URL-SECRET")
+    monkeypatch.setenv(f"CRISISD_TARGET_{kind.upper()}_SECRET", "fake-token-NOT-A-URL-SECRET")
     cls = {"slack": SlackTarget, "teams": TeamsTarget}[kind]
     with pytest.raises(PermanentError, match="not a webhook URL") as err:
         await cls(kind, target_config(type=kind)).deliver(make_action("chat"))
