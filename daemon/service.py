@@ -59,7 +59,8 @@ async def _recover(pipeline: Pipeline, journal: Journal, snapshot: Path) -> None
 
 
 async def _snapshot_every(pipeline: Pipeline, path: Path, interval: float) -> None:
-    """Save detector state periodically, so a crash loses at most ``interval``."""
+    """Save detector state periodically; each save also empties the journal, which
+    is all a restart after a crash has to replay on top of it."""
     while True:
         await asyncio.sleep(interval)
         _save(pipeline, path)
