@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from array import array
 
-from detectors._stats import P_FLOOR
+from detectors._stats import P_FLOOR, ew_alpha
 
 __all__ = ["HeldScore", "Hold", "Record"]
 
@@ -140,6 +140,30 @@ class HeldScore:
     warm: bool
     hold: Hold
     _cache: tuple | None
+
+    def _setup(
+        self, *, bucket: float, warmup: float, min_volume: int, window: float,
+        half_life: float, hold: float, hold_p: float, clip_z: float, record_window: float,
+        record_cap: float,
+    ) -> None:
+        """State of the two-scale detectors of per-mention values (share, sentiment):
+        a bucket record and a pooled record over ``record_window``, the pooled
+        window of ``window`` seconds, the EW weight and the excursion hold."""
+        self.bucket = float(bucket)
+        blk = max(1, round(3600.0 / bucket))
+        n_blocks = max(1, round(record_window / (blk * bucket)))
+        self.rec1 = Record(n_blocks, blk)
+        self.rec_p = Record(n_blocks, blk)
+        self.record_cap = record_cap
+        self.warmup = float(warmup)
+        self.min_volume = int(min_volume)
+        self.a = ew_alpha(bucket, half_life)
+        self.clip_z = clip_z
+        self.k = max(1, round(window / bucket))
+        self.hold = Hold(bucket=bucket, hold=hold, hold_p=hold_p)
+        self.n_seen = 0  # buckets learnt (with enough volume)
+        self.t_first: float | None = None
+        self.last_t = 0.0
 
     def _evaluate(self, x: float, n: float) -> tuple[float, float]:
         raise NotImplementedError

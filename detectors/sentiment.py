@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from array import array
 
-from detectors._stats import ew_alpha, normal_isf, normal_sf
-from detectors._window import HeldScore, Hold, Record, record_gate
+from detectors._stats import normal_isf, normal_sf
+from detectors._window import HeldScore, Record, record_gate
 from detectors.base import Band
 
 __all__ = ["SentimentDetector"]
@@ -81,21 +81,12 @@ class SentimentDetector(HeldScore):
         record_window: float = 5 * DAY,
         record_cap: float = 1e-2,
     ) -> None:
-        self.bucket = float(bucket)
-        blk = max(1, round(3600.0 / bucket))
-        n_blocks = max(1, round(record_window / (blk * bucket)))
-        self.rec1 = Record(n_blocks, blk)  # negated bucket means (above the floor)
-        self.rec_p = Record(n_blocks, blk)  # negated pooled means
-        self.record_cap = record_cap
-        self.warmup = float(warmup)
-        self.min_volume = int(min_volume)
-        self.a = ew_alpha(bucket, half_life)
-        self.clip_z = clip_z
-        self.k = max(1, round(window / bucket))
-        self.hold = Hold(bucket=bucket, hold=hold, hold_p=hold_p)
-        self.n_seen = 0  # buckets learnt (with enough volume)
-        self.t_first: float | None = None
-        self.last_t = 0.0
+        self._setup(
+            bucket=bucket, warmup=warmup, min_volume=min_volume, window=window,
+            half_life=half_life, hold=hold, hold_p=hold_p, clip_z=clip_z,
+            record_window=record_window, record_cap=record_cap,
+        )
+        # rec1, rec_p: records of negated bucket and pooled means (above the floor)
         self.w = 0.0  # EW Σ n
         self.m = 0.0  # EW mean of x (n-weighted)
         self.s2 = 0.25  # per-mention variance σ² (prior: a wide spread)

@@ -7,8 +7,8 @@ from array import array
 
 from scipy.special import betainc as _betainc
 
-from detectors._stats import ew_alpha, normal_isf, normal_sf
-from detectors._window import HeldScore, Hold, Record, record_gate
+from detectors._stats import normal_isf, normal_sf
+from detectors._window import HeldScore, Record, record_gate
 from detectors.base import Band
 
 __all__ = ["ShareDetector"]
@@ -99,21 +99,12 @@ class ShareDetector(HeldScore):
         record_window: float = 5 * DAY,
         record_cap: float = 1e-2,
     ) -> None:
-        self.bucket = float(bucket)
-        blk = max(1, round(3600.0 / bucket))
-        n_blocks = max(1, round(record_window / (blk * bucket)))
-        self.rec1 = Record(n_blocks, blk)  # bucket shares (above the floor)
-        self.rec_p = Record(n_blocks, blk)  # pooled shares
-        self.record_cap = record_cap
-        self.warmup = float(warmup)
-        self.min_volume = int(min_volume)
-        self.a = ew_alpha(bucket, half_life)
-        self.clip_z = clip_z
-        self.k = max(1, round(window / bucket))
-        self.hold = Hold(bucket=bucket, hold=hold, hold_p=hold_p)
-        self.n_seen = 0
-        self.t_first: float | None = None
-        self.last_t = 0.0
+        self._setup(
+            bucket=bucket, warmup=warmup, min_volume=min_volume, window=window,
+            half_life=half_life, hold=hold, hold_p=hold_p, clip_z=clip_z,
+            record_window=record_window, record_cap=record_cap,
+        )
+        # rec1, rec_p: records of bucket and pooled shares (above the floor)
         self.sx = 0.0  # EW Σ negatives
         self.sn = 0.0  # EW Σ mentions
         self.rho_num = 0.0  # EW Σ ((x − nπ)² − nπ(1 − π))
