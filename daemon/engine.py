@@ -1077,22 +1077,22 @@ class Engine:
 
     def _switch(self, incident: Incident, at: float) -> None:
         playbook = self._playbook(incident)
+        self._void_statements(incident, at, "superseded by the playbook switch")
+        if playbook is None:
+            self._entry(incident, at, "warning", f"no playbook {incident.playbook!r}")
+            return
+        self._open(incident, at)
+
+    def _void_statements(self, incident: Incident, at: float, why: str) -> None:
+        """Stop the incident's timers and void its statements not yet posted."""
         self._cancel(incident)
         for st in self.store.statements(incident.id):
             if st.status in ("pending", "approved"):
                 st.status = "voided"
                 self.store.save_statement(st)
                 self._entry(
-                    incident,
-                    at,
-                    "statement_voided",
-                    f"statement {st.sid} superseded by the playbook switch",
-                    {"sid": st.sid},
+                    incident, at, "statement_voided", f"statement {st.sid} {why}", {"sid": st.sid}
                 )
-        if playbook is None:
-            self._entry(incident, at, "warning", f"no playbook {incident.playbook!r}")
-            return
-        self._open(incident, at)
 
     def _acknowledged(self, incident: Incident, at: float) -> None:
         playbook = self._playbook(incident)
@@ -1118,18 +1118,7 @@ class Engine:
 
     def _resolved(self, incident: Incident, at: float) -> None:
         playbook = self._playbook(incident)
-        self._cancel(incident)
-        for st in self.store.statements(incident.id):
-            if st.status in ("pending", "approved"):
-                st.status = "voided"
-                self.store.save_statement(st)
-                self._entry(
-                    incident,
-                    at,
-                    "statement_voided",
-                    f"statement {st.sid} never posted: incident resolved",
-                    {"sid": st.sid},
-                )
+        self._void_statements(incident, at, "never posted: incident resolved")
         self._pager_event(incident, at, "resolve")
         if playbook is None:
             return
