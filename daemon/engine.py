@@ -998,19 +998,7 @@ class Engine:
                 refs.append("incident_commander")
         reason = f"holding statement {st.sid} not approved by its deadline"
         body = self._render(incident, at, "page", None, "escalation", "escalation", reason=reason)
-        key = f"{row.id}/escalation"
-        self._notify(incident, at, "escalation", "page", key, refs, "", body, {"reason": reason})
-        self._notify(
-            incident,
-            at,
-            "escalation",
-            "email",
-            key,
-            refs,
-            self._subject(incident, "ESCALATION"),
-            body + "\n\n" + st.text,
-            {"reason": reason},
-        )
+        self._escalate(incident, at, f"{row.id}/escalation", refs, body, reason, st.text)
 
     def _escalate_step(self, incident: Incident, row: TimerRow, at: float) -> None:
         playbook = self._playbook(incident)
@@ -1039,18 +1027,19 @@ class Engine:
         body = self._render(
             incident, at, "page", step.text, step.template, "escalation", reason=reason
         )
-        key = f"{row.id}"
-        self._notify(incident, at, "escalation", "page", key, step.to, "", body, {"reason": reason})
+        self._escalate(incident, at, row.id, step.to, body, reason)
+
+    def _escalate(
+        self, incident: Incident, at: float, key: str, refs: list[str], body: str, reason: str,
+        detail: str = "",
+    ) -> None:
+        """Page and email ``refs`` about an escalation (the email adds ``detail``)."""
+        data = {"reason": reason}
+        self._notify(incident, at, "escalation", "page", key, refs, "", body, data)
         self._notify(
-            incident,
-            at,
-            "escalation",
-            "email",
-            key,
-            step.to,
+            incident, at, "escalation", "email", key, refs,
             self._subject(incident, "ESCALATION"),
-            body,
-            {"reason": reason},
+            f"{body}\n\n{detail}" if detail else body, data,
         )
 
     def _update(self, incident: Incident, row: TimerRow, at: float) -> None:
