@@ -357,17 +357,10 @@ class Outbox:
         Raises ``OutboxError`` when there is no such action or it is not in a
         retryable state.
         """
-        action = self._get(action_id)
-        if action.status not in RETRYABLE_BY_HAND:
-            raise OutboxError(
-                f"action {action_id} is {action.status}; only "
-                f"{' or '.join(RETRYABLE_BY_HAND)} actions can be retried"
-            )
-        if not self.store.transition(
-            action_id, RETRYABLE_BY_HAND, "pending", error=f"retry requested by {by}",
-            attempts=0, next_try=0.0,
-        ):
-            raise OutboxError(f"action {action_id} changed state meanwhile; look again")
+        action = self._by_hand(
+            action_id, RETRYABLE_BY_HAND, " or ", "retried", "pending",
+            error=f"retry requested by {by}", attempts=0, next_try=0.0,
+        )
         self._paused.pop(action.target, None)
         self.wake()
         return self._get(action_id)
@@ -378,17 +371,26 @@ class Outbox:
         An action being sent right now cannot be cancelled (its outcome will be
         recorded in a moment). Raises ``OutboxError`` otherwise.
         """
+        self._by_hand(
+            action_id, CANCELLABLE, ", ", "cancelled", "cancelled", error=f"cancelled by {by}"
+        )
+        return self._get(action_id)
+
+    def _by_hand(
+        self, action_id: int, allowed: tuple[str, ...], joiner: str, verb: str, to: str,
+        **changes: object,
+    ) -> Action:
+        """Move an action from one of ``allowed`` states to ``to`` for a person; the
+        action as it was. The store's conditional update settles a race with the worker."""
         action = self._get(action_id)
-        if action.status not in CANCELLABLE:
+        if action.status not in allowed:
             raise OutboxError(
                 f"action {action_id} is {action.status}; only "
-                f"{', '.join(CANCELLABLE)} actions can be cancelled"
+                f"{joiner.join(allowed)} actions can be {verb}"
             )
-        if not self.store.transition(
-            action_id, CANCELLABLE, "cancelled", error=f"cancelled by {by}"
-        ):
+        if not self.store.transition(action_id, allowed, to, **changes):
             raise OutboxError(f"action {action_id} changed state meanwhile; look again")
-        return self._get(action_id)
+        return action
 
     def _get(self, action_id: int) -> Action:
         action = self.store.action(action_id)
