@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import math
-from array import array
 
-from detectors._stats import P_FLOOR, ew_alpha, nb_quantile, nb_upper_midp, normal_sf
-from detectors._window import Hold, Record
-from detectors.base import Band
+import numpy as np
+
+from detectors._stats import (
+    P_FLOOR,
+    ew_alpha,
+    nb_quantile,
+    nb_upper_midp_array,
+    normal_sf_array,
+)
+from detectors._window import HOUR, Hold, Records
+from detectors.base import Band, Bank, FloatArray, Slots
 
 __all__ = ["SeasonalCountDetector"]
 
 DAY = 86400.0
-HOUR = 3600.0
 WEEK_OFFSET_DAYS = 3  # 1970-01-01 was a Thursday: (days + 3) % 7 == 0 on Mondays
 
 
-class SeasonalCountDetector:
+class SeasonalCountDetector(Bank):
     """Upper-tail detector for counts with daily and weekly seasonality and bursts.
 
     Why this model: mention counts are over-dispersed, seasonal (day and night,
@@ -147,11 +153,10 @@ class SeasonalCountDetector:
         min_count: float = 0.0,
         share_gate: bool = False,
     ) -> None:
+        super().__init__()
         self.bucket = float(bucket)
         self.min_count = min_count
         self.share_gate = share_gate
-        self.g_x = 0.0  # EW Σ x and Σ n, for the share gate
-        self.g_n = 0.0
         self.warmup = float(warmup)
         self.slots = int(slots)
         self.a_level = ew_alpha(bucket, level_half_life)
@@ -166,234 +171,231 @@ class SeasonalCountDetector:
         self.clip_z = clip_z
         self.record_cap = record_cap
         self.tail_index = tail_index
-        # block = one hour of buckets (at least one bucket)
-        self.blk = max(1, round(HOUR / bucket))
-        self.k = self.blk  # buckets in the one-hour sum
+        self.k = max(1, round(HOUR / bucket))  # buckets in the one-hour sum
         self.k1 = max(1, round(300.0 / bucket))  # buckets in the five-minute sum
-        n_blocks = max(1, round(record_window / (self.blk * bucket)))
-        self.rec1 = Record(n_blocks, self.blk)  # five-minute sums
-        self.rec_h = Record(n_blocks, self.blk)
-        self.hold = Hold(bucket=bucket, hold=hold, hold_p=hold_p, conditional=True)
-        # seasonal model state
-        self.n = 0
-        self.lvl_num = 0.0  # EW Σ x      (level = lvl_num / lvl_den)
-        self.lvl_den = 0.0  # EW Σ season(t)
-        self.prof = [1.0] * self.slots  # daily profile, mean 1
-        self.prof_w = [0.0] * self.slots  # visits so far (for 1/n start-up)
-        self.week = [1.0] * 7
-        self.week_w = [0.0] * 7
-        self.d_num = 0.0  # EW Σ ((x − μ)² − x)
-        self.d_den = 0.0  # EW Σ μ²
-        self.fast = 0.0
-        self.run = 0
-        self.last_hour = -1
-        # the last k − 1 buckets, for the one-hour sum
-        self.ring = array("d", bytes(8 * max(self.k - 1, self.k1 - 1, 1)))
-        self.ring_i = 0
-        self.ring_sum = 0.0  # the last k − 1 buckets
-        self.short_sum = 0.0  # the last k1 − 1 buckets
-        self._cache: tuple | None = None
+        hours = max(1, round(record_window / HOUR))
+        self.rec1: Records = self._part(Records(hours))  # five-minute sums
+        self.rec_h: Records = self._part(Records(hours))  # one-hour sums
+        self.hold: Hold = self._part(Hold(hold=hold, hold_p=hold_p, conditional=True))
+        # seasonal model, per series
+        self._state("n", 0.0)  # buckets learnt
+        self._state("lvl_num", 0.0)  # EW Σ x      (level = lvl_num / lvl_den)
+        self._state("lvl_den", 0.0)  # EW Σ season(t)
+        self._state("prof", 1.0, (self.slots,))  # daily profile, mean 1
+        self._state("prof_w", 0.0, (self.slots,))  # visits so far (for 1/n start-up)
+        self._state("week", 1.0, (7,))
+        self._state("week_w", 0.0, (7,))
+        self._state("d_num", 0.0)  # EW Σ ((x − μ)² − x)
+        self._state("d_den", 0.0)  # EW Σ μ²
+        self._state("fast", 0.0)
+        self._state("run", 0.0)
+        self._state("last_hour", -1, dtype=np.int64)
+        self._state("g_x", 0.0)  # EW Σ x and Σ n, for the share gate
+        self._state("g_n", 0.0)
+        # the last buckets, for the one-hour and five-minute sums
+        self.ring_len = max(self.k - 1, self.k1 - 1, 1)
+        self._state("ring", 0.0, (self.ring_len,))
+        self._state("ring_i", 0, dtype=np.intp)
+        self._state("ring_sum", 0.0)  # the last k − 1 buckets
+        self._state("short_sum", 0.0)  # the last k1 − 1 buckets
 
     # -- seasonal model ----------------------------------------------------
-    def _season(self, t: float) -> tuple[float, int, float, float]:
-        """Seasonal factor at ``t``, its profile knot and weight, and the weekday factor."""
+    def _position(self, t: float) -> tuple[int, int, float, int]:
+        """Profile knots around ``t``, the interpolation weight, and the weekday."""
         h = (t % DAY) * self.slots / DAY - 0.5
         i = math.floor(h)
         f = h - i
         i %= self.slots
-        d = (1.0 - f) * self.prof[i] + f * self.prof[(i + 1) % self.slots]
-        w = self.week[(int(t // DAY) + WEEK_OFFSET_DAYS) % 7]
-        if d < 0.02:
-            d = 0.02
-        if w < 0.1:
-            w = 0.1
-        return d * w, i, f, w
+        return i, (i + 1) % self.slots, f, (int(t // DAY) + WEEK_OFFSET_DAYS) % 7
 
-    @property
-    def level(self) -> float:
-        """Deseasonalised baseline level (counts per bucket)."""
-        return self.lvl_num / self.lvl_den if self.lvl_den > 0.0 else 0.0
+    def _season(self, t: float, slots: Slots) -> tuple[FloatArray, FloatArray]:
+        """Seasonal factor at ``t`` and its weekday part, per slot."""
+        i, j, f, day = self._position(t)
+        prof = self.prof
+        d = np.maximum((1.0 - f) * prof[slots, i] + f * prof[slots, j], 0.02)
+        w = np.maximum(self.week[slots, day], 0.1)
+        return d * w, w
 
-    @property
-    def dispersion(self) -> float:
-        """Learnt negative-binomial over-dispersion ``phi``."""
-        if self.d_den <= 0.0:
-            return 1.0
-        v = self.d_num / self.d_den
-        md = self.min_dispersion
-        return md if v < md else (v if v < 10.0 else 10.0)
+    def _mu_phi(self, slots: Slots, season: FloatArray) -> tuple[FloatArray, FloatArray]:
+        # the sums start at 0 together: a tiny addend turns 0/0 into 0 (cheaper than where)
+        level = self.lvl_num[slots] / (self.lvl_den[slots] + 1e-300)
+        d_den = self.d_den[slots]
+        phi = np.minimum(np.maximum(self.d_num[slots] / (d_den + 1e-300), self.min_dispersion),
+                         10.0)
+        phi[d_den <= 0.0] = 1.0
+        return np.maximum(level * season, 0.01), phi
 
-    def expected(self, t: float) -> float:
-        """Expected count at ``t`` under the seasonal model."""
-        mu = self.level * self._season(t)[0]
-        return mu if mu > 0.01 else 0.01
+    def expected(self, t: float, slot: int = 0) -> float:
+        """Expected count of a slot at ``t`` under the seasonal model."""
+        s = np.array([slot], np.intp)
+        return float(self._mu_phi(s, self._season(t, s)[0])[0][0])
 
-    @property
-    def warm(self) -> bool:
-        """True once ``warmup`` seconds of buckets have been learnt."""
-        return self.n * self.bucket >= self.warmup
+    def is_warm(self, slots: Slots) -> np.ndarray:
+        """True where ``warmup`` seconds of buckets have been learnt."""
+        return self.n[slots] * self.bucket >= self.warmup
 
     # -- scoring -----------------------------------------------------------
-    def _evaluate(self, t: float, x: float) -> tuple:
-        # hot path (every bucket of every series): properties inlined
-        season = self._season(t)
-        den = self.lvl_den
-        mu = (self.lvl_num / den if den > 0.0 else 0.0) * season[0]
-        if mu < 0.01:
-            mu = 0.01
-        if self.d_den > 0.0:
-            phi = self.d_num / self.d_den
-            md = self.min_dispersion
-            phi = md if phi < md else (phi if phi < 10.0 else 10.0)
-        else:
-            phi = 1.0
+    def _evaluate(self, t: float, slots: Slots, x: FloatArray) -> tuple:
+        season, dw = self._season(t, slots)
+        mu, phi = self._mu_phi(slots, season)
         p = _nb_tail(x, mu, phi)
-        if p < self.record_cap:
-            a = self.tail_index
-            p_rec = self.rec1.tail(self.short_sum + x, a, self.k1)
+        deep = p < self.record_cap
+        if np.count_nonzero(deep):
+            s, xd, a = slots[deep], x[deep], self.tail_index
+            p_rec = self.rec1.tail(s, self.short_sum[s] + xd, a, self.k1)
             if self.k > 1:
-                ph = self.rec_h.tail(self.ring_sum + x, a, self.k1)
-                p_rec = 2.0 * (p_rec if p_rec < ph else ph)
-            if p_rec > self.record_cap:
-                p_rec = self.record_cap
-            if p_rec > p:
-                p = p_rec
-        return season, mu, phi, p
+                ph = self.rec_h.tail(s, self.ring_sum[s] + xd, a, self.k1)
+                p_rec = 2.0 * np.minimum(p_rec, ph)
+            p[deep] = np.maximum(p[deep], np.minimum(p_rec, self.record_cap))
+        return season, dw, mu, phi, p
 
-    def pvalue(self, t: float, x: float) -> float:
-        """Tail probability of ``x`` (both tests, no excursion hold)."""
-        return self._evaluate(t, x)[3]
+    def pvalue(self, t: float, x: float, slot: int = 0) -> float:
+        """Tail probability of ``x`` for a slot (both tests, no excursion hold)."""
+        return float(self._evaluate(t, np.array([slot], np.intp), np.array([float(x)]))[4][0])
 
-    def score_one(self, t: float, x: float, n: float = 1.0) -> float:
-        """``1 − p`` of ``x``, conditional on any excursion in progress; 0 if cold."""
-        if not self.warm:
-            return 0.0
-        ev = self._evaluate(t, x)
-        self._cache = (t, x, ev)
-        if x < self.min_count:
-            return 0.0
-        if self.share_gate and n > 1.0 and self.g_n > 0.0 and x * self.g_n <= n * self.g_x:
-            return 0.0
-        p = self.hold.gate(ev[3])
-        return 1.0 - (p if p > P_FLOOR else P_FLOOR)
+    def score(self, t: float, slots: Slots, x: FloatArray, n: FloatArray) -> FloatArray:
+        """``1 − p`` of each ``x``, conditional on any excursion in progress; 0 if cold."""
+        ev = self._evaluate(t, slots, x)
+        self._keep(t, slots, x, n, ev)
+        score = 1.0 - np.maximum(self.hold.gate(slots, ev[4]), P_FLOOR)
+        quiet = ~self.is_warm(slots)
+        if self.min_count > 0.0:
+            quiet |= x < self.min_count
+        if self.share_gate:
+            g_n = self.g_n[slots]
+            quiet |= (n > 1.0) & (g_n > 0.0) & (x * g_n <= n * self.g_x[slots])
+        score[quiet] = 0.0
+        return score
 
-    def learn_one(self, t: float, x: float, n: float = 1.0) -> None:
+    def learn(self, t: float, slots: Slots, x: FloatArray, n: FloatArray) -> None:
         """Update the seasonal model, the records and the excursion hold."""
-        c = self._cache
-        self._cache = None
-        ev = c[2] if c is not None and c[0] == t and c[1] == x else self._evaluate(t, x)
-        (s, i, f, dw), mu, phi, p = ev
-        den = self.lvl_den
-        lvl = self.lvl_num / den if den > 0.0 else 0.0
-        n_ = self.n
+        ev = self._kept(t, slots, x, n)
+        s, dw, mu, phi, p = ev if ev is not None else self._evaluate(t, slots, x)
+        den = self.lvl_den[slots]
+        num = self.lvl_num[slots]
+        lvl = num / (den + 1e-300)  # 0 before the first bucket (see _mu_phi)
+        n_ = self.n[slots]
         warm = n_ * self.bucket >= self.warmup
-        if self.share_gate and n > 1.0:
+        if self.share_gate:
+            some = n > 1.0
+            g = slots[some]
             a = self.a_level
-            self.g_x += a * (x - self.g_x)
-            self.g_n += a * (n - self.g_n)
-        # records and excursion hold (raw values: a record is a record)
-        ring, j = self.ring, self.ring_i
-        r = len(ring)
-        self.rec1.push(self.short_sum + x)
-        if self.k1 > 1:  # the value k1 − 1 buckets back leaves the five-minute sum
-            self.short_sum += x - ring[(j - (self.k1 - 1)) % r]
-        if self.k > 1:
-            self.rec_h.push(self.ring_sum + x)
-            self.ring_sum += x - ring[j]
-        ring[j] = x
-        self.ring_i = j + 1 if j + 1 < r else 0
-        self.hold.push(p if warm else 1.0)
+            self.g_x[g] += a * (x[some] - self.g_x[g])
+            self.g_n[g] += a * (n[some] - self.g_n[g])
+        self._push_sums(t, slots, x)
+        p = p.copy()
+        p[~warm] = 1.0
+        self.hold.push(slots, t, p)
         # winsorise: the storm must not become the baseline
-        xc = x
-        if n_ >= 12:
-            cap = mu + self.clip_z * math.sqrt(mu + phi * mu * mu) + 1.0
-            if x > cap:
-                xc = cap
-        n_ += 1
-        self.n = n_
+        cap = mu + self.clip_z * np.sqrt(mu + phi * mu * mu) + 1.0
+        xc = np.minimum(x, cap)
+        young = n_ < 12
+        if np.count_nonzero(young):
+            xc[young] = x[young]
+        n_ = n_ + 1.0
+        self.n[slots] = n_
         # level: EW ratio of sums, 1/n weighting at start-up
-        a = self.a_level
-        if a * n_ <= 1.0:
-            a = 1.0 / n_
-        self.lvl_num += a * (xc - self.lvl_num)
-        self.lvl_den = den + a * (s - den)
+        a = np.maximum(self.a_level, 1.0 / n_)
+        num = num + a * (xc - num)
+        den = den + a * (s - den)
+        self.lvl_den[slots] = den
         # dispersion: E[(X − μ)² − X] = φμ² under the negative binomial
-        if n_ > 12:
-            a = self.a_disp
-            if a * n_ <= 1.0:
-                a = 1.0 / n_
-            e = xc - mu
-            self.d_num += a * (e * e - xc - self.d_num)
-            self.d_den += a * (mu * mu - self.d_den)
+        a = np.maximum(self.a_disp, 1.0 / n_)
+        a[n_ <= 12] = 0.0
+        e = xc - mu
+        self.d_num[slots] += a * (e * e - xc - self.d_num[slots])
+        self.d_den[slots] += a * (mu * mu - self.d_den[slots])
         # fast level and level-shift detection (unclipped)
-        a = self.a_fast
-        if a * n_ <= 1.0:
-            a = 1.0 / n_
-        fast = self.fast + a * (x / s - self.fast)
-        self.fast = fast
-        if lvl <= 0.0:
-            return
+        a = np.maximum(self.a_fast, 1.0 / n_)
+        fast = self.fast[slots]
+        fast += a * (x / s - fast)
+        self.fast[slots] = fast
+        ok = lvl > 0.0
         sr, tol = self.shift_ratio, 1.0 / s
-        if fast > lvl * sr + tol or fast * sr + tol < lvl:
-            self.run += 1
-            if self.run >= self.shift_buckets:
-                self.lvl_num = fast * self.lvl_den
-                self.run = 0
-        elif self.run:
-            self.run = 0
-        # daily profile (two knots, by interpolation weight) and weekly factor
+        away = ok & ((fast > lvl * sr + tol) | (fast * sr + tol < lvl))
+        run = self.run[slots]
+        grown = run[away] + 1.0
+        run[ok] = 0.0
+        run[away] = grown
+        jump = run >= self.shift_buckets
+        if np.count_nonzero(jump):  # a lasting change of level: adopt it
+            num[jump] = fast[jump] * den[jump]
+            run[jump] = 0.0
+        self.run[slots] = run
+        self.lvl_num[slots] = num
+        learnt = np.count_nonzero(ok)
+        if learnt == len(slots):  # the usual case: no subset to take
+            self._learn_season(t, slots, xc, lvl, dw, s, n_)
+        elif learnt:
+            self._learn_season(t, slots[ok], xc[ok], lvl[ok], dw[ok], s[ok], n_[ok])
+        hour = int(t // HOUR)
+        due = slots[self.last_hour[slots] != hour]
+        if len(due):  # keep the profile and weekly factors at mean 1, hourly
+            self.last_hour[due] = hour
+            self._normalise(due)
+
+    def _push_sums(self, t: float, slots: Slots, x: FloatArray) -> None:
+        """Records of the five-minute and one-hour sums ending with this bucket; the ring."""
+        ring, j, r = self.ring, self.ring_i[slots], self.ring_len
+        self.rec1.push(slots, t, self.short_sum[slots] + x)
+        if self.k1 > 1:  # the value k1 − 1 buckets back leaves the five-minute sum
+            self.short_sum[slots] += x - ring[slots, (j - (self.k1 - 1)) % r]
+        if self.k > 1:
+            self.rec_h.push(slots, t, self.ring_sum[slots] + x)
+            self.ring_sum[slots] += x - ring[slots, j]
+        ring[slots, j] = x
+        self.ring_i[slots] = (j + 1) % r
+
+    def _learn_season(self, t: float, slots: Slots, xc: FloatArray, lvl: FloatArray,
+                      dw: FloatArray, s: FloatArray, n_: FloatArray) -> None:
+        """Daily profile (two knots, by interpolation weight) and weekly factor."""
+        i, j, f, day = self._position(t)
         ratio = xc / (lvl * dw)
         prof, pw, a0 = self.prof, self.prof_w, self.a_season
-        k = i + 1 if i + 1 < self.slots else 0
-        w = 1.0 - f
-        v = pw[i] + w
-        pw[i] = v
-        if v > 0.0:
-            prof[i] += w * (a0 if a0 * v > 1.0 else 1.0 / v) * (ratio - prof[i])
-        v = pw[k] + f
-        pw[k] = v
-        if v > 0.0:
-            prof[k] += f * (a0 if a0 * v > 1.0 else 1.0 / v) * (ratio - prof[k])
-        if n_ * self.bucket >= 7 * DAY:  # weekly factors only after a week
-            d = (int(t // DAY) + WEEK_OFFSET_DAYS) % 7
-            v = self.week_w[d] + 1.0
-            self.week_w[d] = v
-            a = self.a_week if self.a_week * v > 1.0 else 1.0 / v
-            self.week[d] += a * (xc * dw / (lvl * s) - self.week[d])
-        # keep the daily profile and weekly factors at mean 1, hourly
-        hour = int(t // HOUR)
-        if hour != self.last_hour:
-            self.last_hour = hour
-            self._normalise()
+        for knot, w in ((i, 1.0 - f), (j, f)):
+            if w <= 0.0:
+                continue
+            v = pw[slots, knot] + w
+            pw[slots, knot] = v
+            prof[slots, knot] += w * np.maximum(a0, 1.0 / v) * (ratio - prof[slots, knot])
+        week = n_ * self.bucket >= 7 * DAY  # weekly factors only after a week
+        if np.count_nonzero(week):
+            ws = slots[week]
+            v = self.week_w[ws, day] + 1.0
+            self.week_w[ws, day] = v
+            a = np.maximum(self.a_week, 1.0 / v)
+            target = (xc * dw / (lvl * s))[week]
+            self.week[ws, day] += a * (target - self.week[ws, day])
 
-    def _normalise(self) -> None:
-        m = sum(self.prof) / self.slots
-        if m > 0.0:
-            self.prof = [v / m for v in self.prof]
-            self.lvl_num *= m
-        wm = sum(self.week) / 7.0
-        if wm > 0.0:
-            self.week = [v / wm for v in self.week]
-            self.lvl_num *= wm
+    def _normalise(self, slots: Slots) -> None:
+        m = self.prof[slots].mean(axis=1)
+        m = np.where(m > 0.0, m, 1.0)
+        self.prof[slots] /= m[:, None]
+        wm = self.week[slots].mean(axis=1)
+        wm = np.where(wm > 0.0, wm, 1.0)
+        self.week[slots] /= wm[:, None]
+        self.lvl_num[slots] *= m * wm
         if self.k > 1 or self.k1 > 1:  # re-add the sums now and then against float drift
-            r = len(self.ring)
-            back = [self.ring[(self.ring_i - d) % r] for d in range(1, r + 1)]
-            self.ring_sum = math.fsum(back[: self.k - 1])
-            self.short_sum = math.fsum(back[: self.k1 - 1])
+            back = (self.ring_i[slots, None] - np.arange(1, self.ring_len + 1)) % self.ring_len
+            vals = np.take_along_axis(self.ring[slots], back, axis=1)
+            self.ring_sum[slots] = vals[:, : self.k - 1].sum(axis=1)
+            self.short_sum[slots] = vals[:, : self.k1 - 1].sum(axis=1)
 
-    def band(self, t: float, p: float) -> Band:
-        """Expected count at ``t`` and its central ``1 − 2p`` negative-binomial band."""
-        mu = self.expected(t)
-        phi = self.dispersion
+    def band(self, t: float, p: float, slot: int = 0) -> Band:
+        """A slot's expected count at ``t`` and its central ``1 − 2p`` negative-binomial band."""
+        s = np.array([slot], np.intp)
+        mu_a, phi_a = self._mu_phi(s, self._season(t, s)[0])
+        mu, phi = float(mu_a[0]), float(phi_a[0])
         hi = nb_quantile(p, mu, phi)
         lo = 0.0 if p >= 0.5 else max(0.0, 2 * mu - hi)
         return Band(expected=mu, low=min(lo, mu), high=hi)
 
 
-def _nb_tail(x: float, mu: float, phi: float) -> float:
+def _nb_tail(x: FloatArray, mu: FloatArray, phi: FloatArray) -> FloatArray:
     """Upper mid-p tail; a normal approximation where it is nowhere near alerting."""
-    sd = math.sqrt(mu + phi * mu * mu)
-    if x - mu < sd:
-        p = normal_sf((x - mu + 0.5) / sd)
-        return p if p < 1.0 else 1.0
-    return nb_upper_midp(x, mu, phi)
+    sd = np.sqrt(mu + phi * mu * mu)
+    p = np.minimum(normal_sf_array((x - mu + 0.5) / sd), 1.0)
+    far = x - mu >= sd
+    if np.count_nonzero(far):
+        p[far] = nb_upper_midp_array(x[far], mu[far], phi[far])
+    return p
