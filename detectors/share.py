@@ -3,35 +3,38 @@
 from __future__ import annotations
 
 import math
-from array import array
 
-from scipy.special import betainc as _betainc
+import numpy as np
+from scipy.special import betainc, gammaln
 
-from detectors._stats import normal_isf, normal_sf
-from detectors._window import HeldScore, Record, record_gate
-from detectors.base import Band
+from detectors._stats import normal_isf, normal_sf_array
+from detectors._twoscale import TwoScale
+from detectors.base import Band, FloatArray, Slots
 
 __all__ = ["ShareDetector"]
 
 DAY = 86400.0
 
 
-def _binom_upper(k: float, n: float, q: float) -> float:
-    """Mid-p ``P(X > k) + ½P(X = k)`` for ``X ~ Binomial(n, q)``, real-valued ``k, n``.
+def _binom_upper(k: FloatArray, n: FloatArray, q: FloatArray) -> FloatArray:
+    """Mid-p ``P(X > k) + ½P(X = k)`` for ``X ~ Binomial(n, q)``, real-valued ``k, n > 0``.
 
     ``P(X ≥ k) = I_q(k, n − k + 1)``; real arguments let the effective sample
-    size of an over-dispersed share be used directly.
+    size of an over-dispersed share be used directly. ``P(X = k)``, continued
+    to real ``k`` as ``I_q(k, n − k + 1) − I_q(k + 1, n − k)``, has a closed
+    form (a ratio of gamma functions): a tenth of the cost of a second
+    incomplete beta, and ``P(X ≥ k) − ½P(X = k)`` loses no precision.
     """
-    if k <= 0.0:
-        return 1.0
-    if k > n:
-        return 0.0
-    ge = float(_betainc(k, n - k + 1.0, q))
-    gt = float(_betainc(k + 1.0, n - k, q)) if k + 1.0 <= n else 0.0
-    return 0.5 * (ge + gt)
+    b = n - k
+    c = np.maximum(b, 0.0)
+    ge = betainc(k, c + 1.0, q)
+    at = np.exp(k * np.log(q) + c * np.log1p(-q) + gammaln(n + 1.0) - gammaln(k + 1.0)
+                - gammaln(c + 1.0))
+    # P(X > k) is 0 once k + 1 > n, and so is P(X ≥ k) once k > n
+    return np.where(b >= 1.0, ge - 0.5 * at, np.where(b >= 0.0, 0.5 * ge, 0.0))
 
 
-class ShareDetector(HeldScore):
+class ShareDetector(TwoScale):
     """Is the share of negative mentions unusually high, given how many mentions there are?
 
     Why: the negative count alone rises with any volume spike, a launch
@@ -42,17 +45,22 @@ class ShareDetector(HeldScore):
     counts) and intra-bucket correlation ``ρ`` (mentions of one bucket share
     a topic, so they are not independent coin flips), learnt from the
     residuals. The tail probability uses a binomial with the effective
-    sample size ``n / (1 + (n − 1)ρ)``. A second, pooled scale (the last
-    ``window`` seconds) catches a share that creeps up for hours
-    (Bonferroni: twice the smaller tail probability). Deeper than
-    ``record_cap`` a share must also beat the highest share of the last
-    ``record_window`` seconds (see :func:`detectors._window.record_gate`):
-    a calibrated 1e-3 happens daily at one-minute buckets, a five-day record
-    of negativity does not.
+    sample size ``n / (1 + (n − 1)ρ)``: a normal approximation up to one
+    standard deviation, the exact (incomplete beta) tail beyond, where it
+    matters. A second, pooled scale (the last ``window`` seconds) catches a
+    share that creeps up for hours (Bonferroni: twice the smaller tail
+    probability). Deeper than ``record_cap`` a share must also beat the
+    highest share of the last ``record_window`` seconds (see
+    :func:`detectors._window.record_gate`): a calibrated 1e-3 happens daily
+    at one-minute buckets, a five-day record of negativity does not.
 
     The floor: a bucket (or window) with fewer than ``min_volume`` mentions is
     not scored (score 0), however negative: three angry mentions at 4 a.m.
     page nobody.
+
+    A bank: every array is indexed by slot, one series each (see
+    :class:`detectors.base.Bank` and, for what the two scales share with
+    the sentiment detector, :class:`detectors._twoscale.TwoScale`).
 
     Parameters
     ----------
@@ -66,6 +74,12 @@ class ShareDetector(HeldScore):
         Memory of the baseline share and of ``ρ``.
     hold, hold_p
         One alert per excursion (see :class:`detectors._window.Hold`).
+    clip_z
+        Winsorising bound of the learnt negatives, standard deviations above
+        the expected count.
+    record_window, record_cap
+        Memory of the records, and the tail probability below which a share
+        must beat them.
 
     Examples
     --------
@@ -79,11 +93,30 @@ class ShareDetector(HeldScore):
     ...     det.learn_one(t, neg, 40)
     >>> det.score_one(t + 300, 7, 40) < 0.9
     True
-    >>> det.score_one(t + 300, 25, 40) > 0.999
+    >>> det.score_one(t + 300, 25, 40) > 0.999    # the conversation turns
     True
     >>> det.score_one(t + 300, 9, 9) < 0.9   # 9/9 negative, under the floor: pooled only
     True
+    >>> round(float(det.share[0]), 2), det.band(t + 300, 1e-3, n=40).high < 0.5
+    (0.15, True)
+
+    A bank scores many series in one call, each against its own baseline:
+    here three series with shares of 5 %, 15 % and 40 % see 16 negatives of
+    40, which is news only for the first.
+
+    >>> bank = ShareDetector(bucket=300, warmup=86400, min_volume=20)
+    >>> slots = np.array([bank.add() for _ in range(3)])
+    >>> q, n = np.array([0.05, 0.15, 0.4]), np.full(3, 40.0)
+    >>> for i in range(288 * 2):
+    ...     t = 1_700_000_000 + 300 * i
+    ...     neg = np.array([sum(rng.random() < p for _ in range(40)) for p in q], float)
+    ...     _ = bank.score(t, slots, neg, n)
+    ...     bank.learn(t, slots, neg, n)
+    >>> (bank.score(t + 300, slots, np.full(3, 16.0), n) > 0.999).tolist()
+    [True, False, False]
     """
+
+    sign = 1.0
 
     def __init__(
         self,
@@ -99,127 +132,76 @@ class ShareDetector(HeldScore):
         record_window: float = 5 * DAY,
         record_cap: float = 1e-2,
     ) -> None:
-        self._setup(
+        super().__init__(
             bucket=bucket, warmup=warmup, min_volume=min_volume, window=window,
             half_life=half_life, hold=hold, hold_p=hold_p, clip_z=clip_z,
             record_window=record_window, record_cap=record_cap,
         )
-        # rec1, rec_p: records of bucket and pooled shares (above the floor)
-        self.sx = 0.0  # EW Σ negatives
-        self.sn = 0.0  # EW Σ mentions
-        self.rho_num = 0.0  # EW Σ ((x − nπ)² − nπ(1 − π))
-        self.rho_den = 0.0  # EW Σ n(n − 1)π(1 − π)
-        self.ring_x = array("d", bytes(8 * self.k))  # compact: 8 bytes a value
-        self.ring_n = array("d", bytes(8 * self.k))
-        self.ring_i = 0
-        self.sum_x = 0.0
-        self.sum_n = 0.0
-        self.typ_pn = 0.0  # EW of the pooled number of mentions
-        self._cache: tuple | None = None
+        # typ_n (the EW number of mentions) is the denominator of the share.
+        # π, its clipped value, π(1 − π) and ρ change only when a bucket is
+        # learnt, so they are kept rather than derived at every score.
+        self._state("sx", 0.0)  # EW Σ negatives
+        self._state("share", 0.0)  # baseline share π = sx / typ_n (0 before any mention)
+        self._state("q", 1e-3)  # π clipped to [0.001, 0.999]: never a certain share
+        self._state("qv", 1e-3 * 0.999)  # q(1 − q)
+        self._state("rho_num", 0.0)  # EW Σ ((x − nπ)² − nπ(1 − π))
+        self._state("rho_den", 0.0)  # EW Σ n(n − 1)π(1 − π)
+        self._state("rho", 0.0)  # ρ = rho_num / rho_den within [0, ½]
 
-    @property
-    def share(self) -> float:
-        """Baseline negative share ``π``."""
-        return self.sx / self.sn if self.sn > 0 else 0.0
+    def _mass(self, x: FloatArray, n: FloatArray) -> FloatArray:
+        return x  # negatives add up over the window
 
-    @property
-    def rho(self) -> float:
-        """Intra-bucket correlation of the beta-binomial (0 = binomial)."""
-        if self.rho_den <= 0:
-            return 0.0
-        r = self.rho_num / self.rho_den
-        return 0.0 if r < 0.0 else (r if r < 0.5 else 0.5)
+    def _tail(self, slots: Slots, level: FloatArray, n: FloatArray,
+              pooled: bool) -> tuple[FloatArray, FloatArray]:
+        # scale to the effective sample size: the correlation acts within a
+        # bucket, so a pooled window of k buckets is k such groups
+        per = n / self.k if pooled else n
+        ne = n / (1.0 + np.maximum(per - 1.0, 0.0) * self.rho[slots])
+        q = self.q[slots]
+        sd = np.sqrt(ne * self.qv[slots])
+        z = ne * (level - q) / sd
+        pm = normal_sf_array(z)
+        far = np.flatnonzero(z >= 1.0)
+        if len(far):
+            pm[far] = _binom_upper(level[far] * ne[far], ne[far], q[far])
+        return self._gate(pm, level, sd / ne, slots, pooled), pm
 
-    @property
-    def warm(self) -> bool:
-        """True once ``warmup`` seconds have passed since the first bucket with mentions."""
-        if self.t_first is None or self.n_seen < 12:
-            return False
-        return self.last_t - self.t_first + self.bucket >= self.warmup
+    def _fit(self, slots: Slots, x: FloatArray, n: FloatArray, w: FloatArray,
+             seen: FloatArray) -> None:
+        q = self.share[slots]
+        nq, n1 = n * q, n - 1.0
+        # winsorise the count of negatives, once there is a model
+        cap = (n * self.q[slots] + 1.0
+               + self.clip_z * np.sqrt(n * self.qv[slots] * (1.0 + n1 * self.rho[slots])))
+        outlier = (x > cap) & (seen > 12.0)
+        if np.count_nonzero(outlier):
+            x = np.where(outlier, cap, x)
+        # ρ from the residuals, but a storm must not teach "shares are noisy"
+        wr = w * ((seen > 1.0) & ~outlier)
+        v = nq * (1.0 - q)
+        r = x - nq
+        num = self.rho_num[slots]
+        num += wr * (r * r - v - num)
+        den = self.rho_den[slots]
+        den += wr * (v * n1 - den)
+        self.rho_num[slots] = num
+        self.rho_den[slots] = den
+        rho = np.divide(num, den, out=np.zeros(len(den)), where=den > 0.0)
+        self.rho[slots] = np.minimum(np.maximum(rho, 0.0), 0.5)
+        sx = self.sx[slots]
+        sx += w * (x - sx)
+        self.sx[slots] = sx
+        q = sx / self.typ_n[slots]  # typ_n > 0: it has taken in these mentions
+        self.share[slots] = q
+        q = np.minimum(np.maximum(q, 1e-3), 0.999)
+        self.q[slots] = q
+        self.qv[slots] = q * (1.0 - q)
 
-    def _tail(self, x: float, n: float, rec: Record, per_bucket: float) -> tuple[float, float]:
-        """(record-gated, model) upper tail of ``x`` negatives of ``n``, ``per_bucket`` a bucket."""
-        q = self.share
-        q = 1e-3 if q < 1e-3 else (0.999 if q > 0.999 else q)
-        rho = self.rho
-        # scale to the effective sample size (the correlation acts within a
-        # bucket), then a binomial tail
-        f = 1.0 / (1.0 + (per_bucket - 1.0) * rho) if per_bucket > 1.0 else 1.0
-        ne, xe = n * f, x * f
-        sd = math.sqrt(ne * q * (1.0 - q))
-        z = (xe - ne * q) / sd
-        if z < 1.0:
-            p = normal_sf(z)
-            return p, p
-        p = _binom_upper(xe, ne, q)
-        return record_gate(p, x / n, sd / ne, rec, self.record_cap), p
-
-    def _pooled(self, x: float, n: float) -> tuple[float, float]:
-        j = self.ring_i
-        return self.sum_x - self.ring_x[j] + x, self.sum_n - self.ring_n[j] + n
-
-    def _evaluate(self, x: float, n: float) -> tuple[float, float]:
-        """(tail probability, smallest model tail probability before the record gate)."""
-        p, pm = self._tail(x, n, self.rec1, n) if n >= self.min_volume else (1.0, 1.0)
-        if self.k > 1:
-            px, pn = self._pooled(x, n)
-            if pn >= self.min_volume:
-                pp, ppm = self._tail(px, pn, self.rec_p, pn / self.k)
-                p = 2.0 * min(p, pp)
-                pm = min(pm, ppm)
-        return (p if p < 1.0 else 1.0), pm
-
-    def learn_one(self, t: float, x: float, n: float = 1.0) -> None:
-        """Update the baseline share and ``ρ`` (every bucket with mentions, weighted by size)."""
-        warm = self.warm
-        p, pm = self._evaluated(t, x, n)
-        self.hold.push(p)
-        # records only of normal values (an excursion must not drag the record
-        # along behind it) with a typical number of mentions behind them (a
-        # value of a quiet night or of a half-filled window is mostly noise)
-        px, pn = self._pooled(x, n)
-        self.typ_pn += self.a * (pn - self.typ_pn)
-        normal = warm and pm >= self.record_cap  # judged by the model, before the gate
-        if normal and n >= self.min_volume and n >= 0.5 * self.sn:
-            self.rec1.push(x / n)
-        if normal and self.k > 1 and pn >= self.min_volume and pn >= 0.5 * self.typ_pn:
-            self.rec_p.push(px / pn)
-        j = self.ring_i
-        self.sum_x += x - self.ring_x[j]
-        self.sum_n += n - self.ring_n[j]
-        self.ring_x[j] = x
-        self.ring_n[j] = n
-        self.ring_i = (j + 1) % self.k
-        if self.ring_i == 0:  # re-add now and then against float drift
-            self.sum_x, self.sum_n = math.fsum(self.ring_x), math.fsum(self.ring_n)
-        self.last_t = t
-        if n <= 0:  # every bucket with mentions teaches; the floor is for scoring
-            return
-        if self.t_first is None:
-            self.t_first = t
-        self.n_seen += 1
-        q = self.share
-        outlier = False
-        if self.n_seen > 12:  # winsorise the count of negatives
-            q_ = min(max(q, 1e-3), 0.999)
-            var = n * q_ * (1 - q_) * (1.0 + (n - 1.0) * self.rho)
-            cap = n * q_ + self.clip_z * math.sqrt(var) + 1.0
-            if x > cap:
-                x = cap
-                outlier = True
-        a = self.a if self.a * self.n_seen > 1.0 else 1.0 / self.n_seen
-        if self.n_seen > 1 and not outlier:  # a storm must not teach "shares are noisy"
-            v = n * q * (1.0 - q)
-            self.rho_num += a * ((x - n * q) ** 2 - v - self.rho_num)
-            self.rho_den += a * (v * (n - 1.0) - self.rho_den)
-        self.sx += a * (x - self.sx)
-        self.sn += a * (n - self.sn)
-
-    def band(self, t: float, p: float, n: float | None = None) -> Band:
-        """Expected share and its central ``1 − 2p`` band for a bucket of ``n`` mentions."""
-        q = self.share
-        n = n if n else max(self.sn, 1.0)
-        var = q * (1 - q) * (1.0 + (n - 1.0) * self.rho) / n
+    def band(self, t: float, p: float, slot: int = 0, *, n: float | None = None) -> Band:
+        """Expected share and its central ``1 − 2p`` band for a bucket of ``n`` mentions
+        (by default the slot's typical number)."""
+        q = float(self.share[slot])
+        n = n if n else max(float(self.typ_n[slot]), 1.0)
+        sd = math.sqrt(q * (1.0 - q) * (1.0 + (n - 1.0) * float(self.rho[slot])) / n)
         z = normal_isf(p) if p < 0.5 else 0.0
-        sd = math.sqrt(var)
         return Band(expected=q, low=max(0.0, q - z * sd), high=min(1.0, q + z * sd))
