@@ -125,15 +125,13 @@ class TwoScale(Bank):
     def score(self, t: float, slots: Slots, x: FloatArray, n: FloatArray) -> FloatArray:
         """``1 − p`` held per excursion; 0 while cold or with too few mentions behind ``x``."""
         # move the windows on to t first: an hour that closed with the last
-        # bucket learnt must not stay in a window it has left (the three are
-        # pushed together, so they share their open hours)
-        if np.count_nonzero(self.rec1.hour[slots] != int(t // HOUR)):
-            for rec in (self.rec1, self.rec_p, self.hold.rec):
-                rec._roll(slots, t)
+        # bucket learnt must not stay in a window it has left
+        self.rec1.roll(slots, t)
+        self.rec_p.roll(slots, t)
         ev = self._assess(slots, x, n)
         self._keep(t, slots, x, n, ev)
         # cold and under-floor slots have p = 1, which the hold keeps at 1: score 0
-        return 1.0 - np.maximum(self.hold.gate(slots, ev[1]), P_FLOOR)
+        return 1.0 - np.maximum(self.hold.gate(slots, t, ev[1]), P_FLOOR)
 
     def learn(self, t: float, slots: Slots, x: FloatArray, n: FloatArray) -> None:
         """Push the records, the hold and the ring; learn every bucket with mentions."""

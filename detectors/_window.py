@@ -45,21 +45,32 @@ class Records(Bank):
         self._state("cur_n", 0.0)  # values pushed in the open hour
         self._state("past", -math.inf)  # maximum over the closed hours
         self._state("past_n", 0.0)  # values pushed in the closed hours
+        self.oldest = -1  # the earliest open hour of any slot: a push in it rolls nothing
+
+    def add(self) -> int:
+        """A slot for one more series, with no hour open yet."""
+        self.oldest = -1
+        return super().add()
 
     def peak(self, slots: Slots) -> FloatArray:
-        """Maximum over the window (closed hours and the open one); −inf if empty."""
+        """Maximum over the window (closed hours and the open one); −inf if empty.
+
+        Reads (``peak``, ``values``, ``tail``) see the window as of the last
+        :meth:`roll` or push: call ``roll(slots, t)`` before reading at a new
+        time ``t``, or the hour that closed with the last push is still in it.
+        """
         return np.maximum(self.past[slots], self.cur[slots])
 
     def values(self, slots: Slots) -> FloatArray:
         """Number of values pushed within the window."""
         return self.past_n[slots] + self.cur_n[slots]
 
-    def _roll(self, slots: Slots, t: float) -> None:
-        """Close the open hour of every slot whose hour has passed."""
+    def roll(self, slots: Slots, t: float) -> None:
+        """Move the window on to event time ``t``: close every open hour that has passed."""
         h = int(t // HOUR)
-        stale = self.hour[slots] != h
-        if not np.count_nonzero(stale):  # (np.any costs several times more on small arrays)
+        if h == self.oldest:  # every slot is in this hour already: the usual push
             return
+        stale = self.hour[slots] != h
         r = slots[stale]
         started = r[self.hour[r] >= 0]
         if len(started):
@@ -68,15 +79,19 @@ class Records(Bank):
             self.blocks[started, p] = self.cur[started]
             self.counts[started, p] = self.cur_n[started]
             self.pos[started] = (p + 1) % self.hours
-            self.past[started] = self.blocks[started].max(axis=1)
+            if len(started) == self.size:  # every slot: a view, not a copy of all blocks
+                self.past[: self.size] = self.blocks[: self.size].max(axis=1)
+            else:
+                self.past[started] = self.blocks[started].max(axis=1)
         self.hour[r] = h
         self.cur[r] = -math.inf
         self.cur_n[r] = 0.0
+        self.oldest = int(self.hour[: self.size].min())
 
     def push(self, slots: Slots, t: float, x: FloatArray,
              mask: np.ndarray | None = None) -> None:
         """Add the values at event time ``t`` (only where ``mask``, if given)."""
-        self._roll(slots, t)
+        self.roll(slots, t)
         if mask is not None:
             slots, x = slots[mask], x[mask]
         self.cur[slots] = np.maximum(self.cur[slots], x)
@@ -118,12 +133,12 @@ class Hold(Bank):
     >>> h = Hold(hold=3600, hold_p=1e-3)
     >>> s = np.array([h.add()])
     >>> h.push(s, 0.0, np.array([1e-6]))
-    >>> h.gate(s, np.array([1e-5])).tolist(), h.gate(s, np.array([1e-8])).tolist()
+    >>> h.gate(s, 0.0, np.array([1e-5])).tolist(), h.gate(s, 0.0, np.array([1e-8])).tolist()
     ([1.0], [1e-08])
     >>> c = Hold(hold=3600, hold_p=1e-3, conditional=True)
     >>> s = np.array([c.add()]); c.push(s, 0.0, np.array([1e-6]))
-    >>> c.gate(s, np.array([1e-5])).tolist(), c.gate(s, np.array([1e-8])).round(6).tolist()
-    ([1.0], [0.01])
+    >>> c.gate(s, 0.0, np.array([1e-5])).tolist(), c.gate(s, 0.0, np.array([1e-8])).round(6)
+    ([1.0], array([0.01]))
     """
 
     def __init__(self, *, hold: float, hold_p: float, conditional: bool = False) -> None:
@@ -132,8 +147,9 @@ class Hold(Bank):
         self.surprise = -math.log(hold_p)
         self.conditional = conditional
 
-    def gate(self, slots: Slots, p: FloatArray) -> FloatArray:
-        """``p`` where it is news; while a bigger surprise is held, 1 (or ``p / p_peak``)."""
+    def gate(self, slots: Slots, t: float, p: FloatArray) -> FloatArray:
+        """``p`` where it is news at ``t``; while a bigger surprise is held, 1 (or ``p/p_peak``)."""
+        self.rec.roll(slots, t)
         peak = self.rec.peak(slots)
         held = peak >= self.surprise
         if not np.count_nonzero(held):

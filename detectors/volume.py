@@ -236,6 +236,8 @@ class SeasonalCountDetector(Bank):
 
     # -- scoring -----------------------------------------------------------
     def _evaluate(self, t: float, slots: Slots, x: FloatArray) -> tuple:
+        self.rec1.roll(slots, t)
+        self.rec_h.roll(slots, t)
         season, dw = self._season(t, slots)
         mu, phi = self._mu_phi(slots, season)
         p = _nb_tail(x, mu, phi)
@@ -257,7 +259,7 @@ class SeasonalCountDetector(Bank):
         """``1 − p`` of each ``x``, conditional on any excursion in progress; 0 if cold."""
         ev = self._evaluate(t, slots, x)
         self._keep(t, slots, x, n, ev)
-        score = 1.0 - np.maximum(self.hold.gate(slots, ev[4]), P_FLOOR)
+        score = 1.0 - np.maximum(self.hold.gate(slots, t, ev[4]), P_FLOOR)
         quiet = ~self.is_warm(slots)
         if self.min_count > 0.0:
             quiet |= x < self.min_count
