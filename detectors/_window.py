@@ -59,18 +59,20 @@ class Records(Bank):
         :meth:`roll` or push: call ``roll(slots, t)`` before reading at a new
         time ``t``, or the hour that closed with the last push is still in it.
         """
-        return np.maximum(self.past[slots], self.cur[slots])
+        rows = self._rows(slots)
+        return np.maximum(self.past[rows], self.cur[rows])
 
     def values(self, slots: Slots) -> FloatArray:
         """Number of values pushed within the window."""
-        return self.past_n[slots] + self.cur_n[slots]
+        rows = self._rows(slots)
+        return self.past_n[rows] + self.cur_n[rows]
 
     def roll(self, slots: Slots, t: float) -> None:
         """Move the window on to event time ``t``: close every open hour that has passed."""
         h = int(t // HOUR)
         if h == self.oldest:  # every slot is in this hour already: the usual push
             return
-        stale = self.hour[slots] != h
+        stale = self.hour[self._rows(slots)] != h
         r = slots[stale]
         started = r[self.hour[r] >= 0]
         if len(started):
@@ -94,8 +96,9 @@ class Records(Bank):
         self.roll(slots, t)
         if mask is not None:
             slots, x = slots[mask], x[mask]
-        self.cur[slots] = np.maximum(self.cur[slots], x)
-        self.cur_n[slots] += 1.0
+        rows = self._rows(slots)
+        self.cur[rows] = np.maximum(self.cur[rows], x)
+        self.cur_n[rows] += 1.0
 
     def tail(self, slots: Slots, x: FloatArray, alpha: float, per: float = 1.0) -> FloatArray:
         """``P(X ≥ x)``: ``1/(N + 1)`` at the window maximum, Pareto beyond and below.

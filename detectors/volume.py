@@ -211,16 +211,17 @@ class SeasonalCountDetector(Bank):
     def _season(self, t: float, slots: Slots) -> tuple[FloatArray, FloatArray]:
         """Seasonal factor at ``t`` and its weekday part, per slot."""
         i, j, f, day = self._position(t)
-        prof = self.prof
-        d = np.maximum((1.0 - f) * prof[slots, i] + f * prof[slots, j], 0.02)
-        w = np.maximum(self.week[slots, day], 0.1)
+        prof, rows = self.prof, self._rows(slots)
+        d = np.maximum((1.0 - f) * prof[rows, i] + f * prof[rows, j], 0.02)
+        w = np.maximum(self.week[rows, day], 0.1)
         return d * w, w
 
     def _mu_phi(self, slots: Slots, season: FloatArray) -> tuple[FloatArray, FloatArray]:
         # the sums start at 0 together: a tiny addend turns 0/0 into 0 (cheaper than where)
-        level = self.lvl_num[slots] / (self.lvl_den[slots] + 1e-300)
-        d_den = self.d_den[slots]
-        phi = np.minimum(np.maximum(self.d_num[slots] / (d_den + 1e-300), self.min_dispersion),
+        rows = self._rows(slots)
+        level = self.lvl_num[rows] / (self.lvl_den[rows] + 1e-300)
+        d_den = self.d_den[rows]
+        phi = np.minimum(np.maximum(self.d_num[rows] / (d_den + 1e-300), self.min_dispersion),
                          10.0)
         phi[d_den <= 0.0] = 1.0
         return np.maximum(level * season, 0.01), phi
@@ -232,7 +233,7 @@ class SeasonalCountDetector(Bank):
 
     def is_warm(self, slots: Slots) -> np.ndarray:
         """True where ``warmup`` seconds of buckets have been learnt."""
-        return self.n[slots] * self.bucket >= self.warmup
+        return self.n[self._rows(slots)] * self.bucket >= self.warmup
 
     # -- scoring -----------------------------------------------------------
     def _evaluate(self, t: float, slots: Slots, x: FloatArray) -> tuple:
@@ -264,8 +265,9 @@ class SeasonalCountDetector(Bank):
         if self.min_count > 0.0:
             quiet |= x < self.min_count
         if self.share_gate:
-            g_n = self.g_n[slots]
-            quiet |= (n > 1.0) & (g_n > 0.0) & (x * g_n <= n * self.g_x[slots])
+            rows = self._rows(slots)
+            g_n = self.g_n[rows]
+            quiet |= (n > 1.0) & (g_n > 0.0) & (x * g_n <= n * self.g_x[rows])
         score[quiet] = 0.0
         return score
 
@@ -273,10 +275,11 @@ class SeasonalCountDetector(Bank):
         """Update the seasonal model, the records and the excursion hold."""
         ev = self._kept(t, slots, x, n)
         s, dw, mu, phi, p = ev if ev is not None else self._evaluate(t, slots, x)
-        den = self.lvl_den[slots]
-        num = self.lvl_num[slots]
+        rows = self._rows(slots)  # (views below are only read, or written back whole)
+        den = self.lvl_den[rows]
+        num = self.lvl_num[rows]
         lvl = num / (den + 1e-300)  # 0 before the first bucket (see _mu_phi)
-        n_ = self.n[slots]
+        n_ = self.n[rows]
         warm = n_ * self.bucket >= self.warmup
         if self.share_gate:
             some = n > 1.0
@@ -295,27 +298,26 @@ class SeasonalCountDetector(Bank):
         if np.count_nonzero(young):
             xc[young] = x[young]
         n_ = n_ + 1.0
-        self.n[slots] = n_
+        self.n[rows] = n_
         # level: EW ratio of sums, 1/n weighting at start-up
         a = np.maximum(self.a_level, 1.0 / n_)
         num = num + a * (xc - num)
         den = den + a * (s - den)
-        self.lvl_den[slots] = den
+        self.lvl_den[rows] = den
         # dispersion: E[(X − μ)² − X] = φμ² under the negative binomial
         a = np.maximum(self.a_disp, 1.0 / n_)
         a[n_ <= 12] = 0.0
         e = xc - mu
-        self.d_num[slots] += a * (e * e - xc - self.d_num[slots])
-        self.d_den[slots] += a * (mu * mu - self.d_den[slots])
+        self.d_num[rows] += a * (e * e - xc - self.d_num[rows])
+        self.d_den[rows] += a * (mu * mu - self.d_den[rows])
         # fast level and level-shift detection (unclipped)
         a = np.maximum(self.a_fast, 1.0 / n_)
-        fast = self.fast[slots]
-        fast += a * (x / s - fast)
-        self.fast[slots] = fast
+        fast = self.fast[rows] + a * (x / s - self.fast[rows])
+        self.fast[rows] = fast
         ok = lvl > 0.0
         sr, tol = self.shift_ratio, 1.0 / s
         away = ok & ((fast > lvl * sr + tol) | (fast * sr + tol < lvl))
-        run = self.run[slots]
+        run = self.run[slots]  # (a copy: changed below, written back once)
         grown = run[away] + 1.0
         run[ok] = 0.0
         run[away] = grown
@@ -323,50 +325,54 @@ class SeasonalCountDetector(Bank):
         if np.count_nonzero(jump):  # a lasting change of level: adopt it
             num[jump] = fast[jump] * den[jump]
             run[jump] = 0.0
-        self.run[slots] = run
-        self.lvl_num[slots] = num
+        self.run[rows] = run
+        self.lvl_num[rows] = num
         learnt = np.count_nonzero(ok)
         if learnt == len(slots):  # the usual case: no subset to take
             self._learn_season(t, slots, xc, lvl, dw, s, n_)
         elif learnt:
             self._learn_season(t, slots[ok], xc[ok], lvl[ok], dw[ok], s[ok], n_[ok])
         hour = int(t // HOUR)
-        due = slots[self.last_hour[slots] != hour]
+        due = slots[self.last_hour[rows] != hour]
         if len(due):  # keep the profile and weekly factors at mean 1, hourly
             self.last_hour[due] = hour
             self._normalise(due)
 
     def _push_sums(self, t: float, slots: Slots, x: FloatArray) -> None:
         """Records of the five-minute and one-hour sums ending with this bucket; the ring."""
-        ring, j, r = self.ring, self.ring_i[slots], self.ring_len
-        self.rec1.push(slots, t, self.short_sum[slots] + x)
+        ring, rows, r = self.ring, self._rows(slots), self.ring_len
+        j = self.ring_i[slots]  # (a copy; the ring is indexed in (slot, position) pairs)
+        self.rec1.push(slots, t, self.short_sum[rows] + x)
         if self.k1 > 1:  # the value k1 − 1 buckets back leaves the five-minute sum
-            self.short_sum[slots] += x - ring[slots, (j - (self.k1 - 1)) % r]
+            self.short_sum[rows] += x - ring[slots, (j - (self.k1 - 1)) % r]
         if self.k > 1:
-            self.rec_h.push(slots, t, self.ring_sum[slots] + x)
-            self.ring_sum[slots] += x - ring[slots, j]
+            self.rec_h.push(slots, t, self.ring_sum[rows] + x)
+            self.ring_sum[rows] += x - ring[slots, j]
         ring[slots, j] = x
-        self.ring_i[slots] = (j + 1) % r
+        self.ring_i[rows] = (j + 1) % r
 
     def _learn_season(self, t: float, slots: Slots, xc: FloatArray, lvl: FloatArray,
                       dw: FloatArray, s: FloatArray, n_: FloatArray) -> None:
         """Daily profile (two knots, by interpolation weight) and weekly factor."""
         i, j, f, day = self._position(t)
         ratio = xc / (lvl * dw)
-        prof, pw, a0 = self.prof, self.prof_w, self.a_season
+        prof, pw, a0, rows = self.prof, self.prof_w, self.a_season, self._rows(slots)
         for knot, w in ((i, 1.0 - f), (j, f)):
             if w <= 0.0:
                 continue
-            v = pw[slots, knot] + w
-            pw[slots, knot] = v
-            prof[slots, knot] += w * np.maximum(a0, 1.0 / v) * (ratio - prof[slots, knot])
+            v = pw[rows, knot] + w
+            pw[rows, knot] = v
+            prof[rows, knot] += w * np.maximum(a0, 1.0 / v) * (ratio - prof[rows, knot])
         week = n_ * self.bucket >= 7 * DAY  # weekly factors only after a week
-        if np.count_nonzero(week):
-            ws = slots[week]
+        weekly = np.count_nonzero(week)
+        if weekly:
+            target = xc * dw / (lvl * s)
+            ws = rows if weekly == len(slots) else slots[week]
+            if weekly < len(slots):
+                target = target[week]
             v = self.week_w[ws, day] + 1.0
             self.week_w[ws, day] = v
             a = np.maximum(self.a_week, 1.0 / v)
-            target = (xc * dw / (lvl * s))[week]
             self.week[ws, day] += a * (target - self.week[ws, day])
 
     def _normalise(self, slots: Slots) -> None:
