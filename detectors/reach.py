@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
+import numpy.typing as npt
+
 from detectors._stats import P_FLOOR
-from detectors._window import Hold, Record
-from detectors.base import Band
+from detectors._window import HOUR, Hold, Records
+from detectors.base import Band, Bank, FloatArray, Slots
 
 __all__ = ["ReachDetector"]
 
 DAY = 86400.0
 
 
-class ReachDetector:
+class ReachDetector(Bank):
     """Has a negative mention come from an account far bigger than usual?
 
     Why: one negative mention from an account with an exceptional following
@@ -29,6 +34,10 @@ class ReachDetector:
 
     Accounts below ``min_followers`` never alert (the floor), nor do buckets
     without a negative mention (``x = 0``, which is not learnt either).
+
+    One bank holds many series (see :class:`detectors.base.Bank`); ``x`` is
+    the bucket's largest follower count among negative mentions and ``n`` is
+    not used.
 
     Parameters
     ----------
@@ -70,59 +79,54 @@ class ReachDetector:
         hold: float = 6 * 3600.0,
         hold_p: float = 1e-3,
     ) -> None:
+        super().__init__()
         self.bucket = float(bucket)
         self.warmup = float(warmup)
         self.tail_index = tail_index
         self.min_followers = min_followers
-        blk = max(1, round(3600.0 / bucket))
-        self.rec = Record(max(1, round(window / (blk * bucket))), blk)
-        self.hold = Hold(bucket=bucket, hold=hold, hold_p=hold_p)
-        self.t_first: float | None = None
-        self.last_t = 0.0
-        self._cache: tuple | None = None
+        # buckets in an hour: N counts hours, whatever the bucket length
+        self.per_hour = float(max(1, round(HOUR / self.bucket)))
+        self.rec: Records = self._part(Records(max(1, round(window / HOUR))))
+        self.hold: Hold = self._part(Hold(hold=hold, hold_p=hold_p))
+        self._state("t_first", math.nan)  # first bucket learnt (nan: none yet)
+        self._state("last_t", 0.0)  # last bucket learnt
 
-    @property
-    def warm(self) -> bool:
-        """True once ``warmup`` seconds have passed since the first bucket."""
-        if self.t_first is None:
-            return False
-        return self.last_t - self.t_first + self.bucket >= self.warmup
+    def is_warm(self, slots: Slots) -> npt.NDArray[np.bool_]:
+        """True once ``warmup`` seconds have passed since the slot's first bucket."""
+        return self.last_t[slots] - self.t_first[slots] + self.bucket >= self.warmup
 
-    def _evaluate(self, x: float) -> float:
-        if x < self.min_followers:
-            return 1.0
-        return self.rec.tail(x, self.tail_index, self.rec.blk)
+    def _evaluate(self, t: float, slots: Slots, x: FloatArray) -> FloatArray:
+        """Tail probabilities of the audiences at ``t``, 1 under the floor (no hold)."""
+        self.rec.roll(slots, t)  # the window as of t (see Records.peak)
+        p = self.rec.tail(slots, x, self.tail_index, self.per_hour)
+        return np.where(x < self.min_followers, 1.0, p)
 
-    def pvalue(self, t: float, x: float, n: float = 1.0) -> float:
-        """Tail probability of the bucket's largest negative audience, no hold."""
-        return self._evaluate(x)
-
-    def score_one(self, t: float, x: float, n: float = 1.0) -> float:
+    def score(self, t: float, slots: Slots, x: FloatArray, n: FloatArray) -> FloatArray:
         """``1 − p``; 0 while cold, without a negative mention, or under the floor."""
-        if not self.warm:
-            return 0.0
-        p = self._evaluate(x)
-        self._cache = (t, x, p)
-        p = self.hold.gate(p)
-        return 1.0 - (p if p > P_FLOOR else P_FLOOR)
+        p = self._evaluate(t, slots, x)
+        self._keep(t, slots, x, n, p)
+        p = self.hold.gate(slots, t, p)
+        return np.where(self.is_warm(slots), 1.0 - np.maximum(p, P_FLOOR), 0.0)
 
-    def learn_one(self, t: float, x: float, n: float = 1.0) -> None:
-        """Add the bucket's largest negative audience to the record (if there was one)."""
-        c = self._cache
-        self._cache = None
-        if self.t_first is None:
-            self.t_first = t
-        warm = self.warm
-        self.last_t = t
-        p = c[2] if c is not None and c[:2] == (t, x) else (self._evaluate(x) if warm else 1.0)
-        self.hold.push(p)
-        if x > 0:
-            self.rec.push(x)
+    def learn(self, t: float, slots: Slots, x: FloatArray, n: FloatArray) -> None:
+        """Add the buckets' largest negative audiences to the records (where there was one)."""
+        p = self._kept(t, slots, x, n)
+        if p is None:
+            p = self._evaluate(t, slots, x)
+        self.hold.push(slots, t, np.where(self.is_warm(slots), p, 1.0))
+        self.rec.push(slots, t, x, mask=x > 0)
+        first = self.t_first[slots]
+        self.t_first[slots] = np.where(np.isnan(first), t, first)
+        self.last_t[slots] = t
 
-    def band(self, t: float, p: float) -> Band:
+    def band(self, t: float, p: float, slot: int = 0) -> Band:
         """The record so far as the expectation; the audience whose tail probability is ``p``."""
-        n = self.rec.filled * self.rec.blk + self.rec.count
-        m = self.rec.peak()
+        s = np.array([slot], np.intp)
+        self.rec.roll(s, t)
+        n = float(self.rec.values(s)[0]) / self.per_hour
+        if n == 0.0:
+            return Band(expected=0.0, low=0.0, high=float(self.min_followers))
+        m = float(self.rec.peak(s)[0])
         # solve ((m + 1)/(x + 1))^α / (n + 1) = p for x
-        hi = (m + 1.0) * ((n + 1.0) * p) ** (-1.0 / self.tail_index) - 1.0 if n else m
+        hi = (m + 1.0) * ((n + 1.0) * p) ** (-1.0 / self.tail_index) - 1.0
         return Band(expected=m, low=0.0, high=max(hi, self.min_followers))
