@@ -5,13 +5,20 @@ from __future__ import annotations
 import math
 import re
 import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
+from itertools import chain, repeat
+from operator import methodcaller
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import yaml
 
-from detectors._stats import P_FLOOR, nb_upper_midp
+from detectors._stats import P_FLOOR, nb_upper_midp_array
+from detectors.base import Bank, FloatArray, Slots
 
 __all__ = ["STOP_WORDS", "Lexicon", "TermDetector", "TermScore", "extract_terms", "load_lexicon"]
 
@@ -137,7 +144,45 @@ class TermScore:
     score: float
 
 
-class TermDetector:
+@dataclass(slots=True)
+class _Entries:
+    """One call's bag entries, flattened: what ``score`` finds and ``learn`` reuses.
+
+    Entry ``j`` is a term of the bag at position ``pos[j]`` with count
+    ``counts[j]``, in column ``col[j]`` of its slot's table (−1: not tracked).
+    Bag ``i``'s entries are ``start[i]:start[i] + lens[i]``, in bag order.
+    """
+
+    pos: npt.NDArray[np.intp]
+    col: npt.NDArray[np.intp]
+    counts: FloatArray
+    lens: npt.NDArray[np.intp]
+    start: npt.NDArray[np.intp]
+    flat: list[str] | None = None
+
+    def terms(self, bags: Sequence[Mapping[str, int]], idx: npt.NDArray[np.intp]) -> list[str]:
+        """The terms of entries ``idx``: most ticks need a few, so only their bags are listed."""
+        if self.flat is None and 8 * len(idx) < len(self.pos):
+            at = self.pos[idx]
+            listed: dict[int, list[str]] = {}
+            out = []
+            for i, k in zip(at.tolist(), (idx - self.start[at]).tolist(), strict=True):
+                keys = listed.get(i)
+                if keys is None:
+                    keys = listed[i] = list(bags[i])
+                out.append(keys[k])
+            return out
+        if self.flat is None:
+            self.flat = list(chain.from_iterable(bags))
+        flat = self.flat
+        return [flat[j] for j in idx.tolist()]
+
+
+_VALUES = methodcaller("values")
+_MISSING = repeat(repeat(-1))  # map(get, bag, repeat(-1)): column or −1 for every term
+
+
+class TermDetector(Bank):
     """Per series: which terms are suddenly far more frequent than their own baseline?
 
     Why: the words of a crisis (*recall*, *breach*, *outage*, a new
@@ -158,13 +203,25 @@ class TermDetector:
       the number of distinct terms in the bucket: a merely new word does not
       alert, a word that suddenly fills the timeline does.
 
-    Memory is bounded: the table keeps the ``capacity`` terms with the highest
-    decayed counts (batch-pruned Misra–Gries style when it grows 25 % past
-    capacity). Counts use forward decay (Cormode et al. 2009): each count is
-    stored multiplied by ``2^(t/half_life)``, so the share is a plain ratio and
-    no entry is ever touched to decay it. Counts are winsorised before they
-    are learnt, and a term that has alerted scores again within ``hold``
-    seconds only if it is more surprising than before.
+    Memory is bounded: each series keeps the ``capacity`` terms with the
+    highest decayed counts (batch-pruned Misra–Gries style when it grows 25 %
+    past capacity). Counts use forward decay (Cormode et al. 2009): each count
+    is stored multiplied by ``2^(t/half_life)`` (relative to a landmark), so
+    the share is a plain ratio and no entry is ever touched to decay it.
+    Counts are winsorised before they are learnt, and a term that has alerted
+    scores again within ``hold`` seconds only if it is more surprising than
+    before.
+
+    One bank holds every series (see :class:`detectors.base.Bank`), laid out
+    so that a tick of 10,000 series costs milliseconds. A slot's terms map to
+    columns of its row of one array of decayed counts, numbered in the order
+    they were first kept; the only Python-level work per bag entry is that
+    dict lookup, run inside ``map`` (columns are small ints: no int objects
+    to touch). Winsorising, learning and the first statistical tests are
+    vectorised over all entries, and only terms with ``min_count`` mentions
+    are scored at all. The landmark is a whole number of half-lives, moved by
+    exact powers of two, so a series gets bit for bit the same scores in any
+    bank. The slots of one call must be distinct.
 
     Parameters
     ----------
@@ -179,7 +236,7 @@ class TermDetector:
     half_life
         Memory of the term shares.
     report
-        ``score_terms`` returns terms scoring at least this.
+        ``score`` returns terms scoring at least this.
 
     Examples
     --------
@@ -210,11 +267,13 @@ class TermDetector:
         hold: float = 6 * 3600.0,
         report: float = 0.99,
     ) -> None:
+        super().__init__()
         self.bucket = float(bucket)
         self.warmup = float(warmup)
         self.lexicon = (lexicon if isinstance(lexicon, Lexicon)
                         else load_lexicon(lexicon) if lexicon is not None else _default_lexicon())
-        self.capacity = int(capacity)
+        self.capacity = max(1, int(capacity))
+        self.limit = int(self.capacity * 1.25)  # a slot with more terms is pruned to capacity
         self.min_count = int(min_count)
         self.half_life = float(half_life)
         self.lexicon_floor = lexicon_floor
@@ -223,113 +282,276 @@ class TermDetector:
         self.term_dispersion = term_dispersion
         self.hold = float(hold)
         self.report = report
-        self.t0: float | None = None  # forward-decay landmark
-        self.last_t = 0.0
-        self.den = 0.0  # forward-decayed Σ volume
-        self.num: dict[str, float] = {}  # term -> forward-decayed Σ count
-        self.alerts: dict[str, tuple[float, float]] = {}  # term -> (time, surprise) of last alert
-        self._cache: tuple | None = None
+        self._state("den", 0.0)  # forward-decayed Σ volume
+        self._state("t_first", math.nan)  # first bucket learnt (nan: none yet)
+        self._state("last_t", 0.0)  # last bucket learnt
+        # forward-decayed Σ count per kept term; as wide as the fullest slot needs
+        self._state("num", 0.0, (min(8, self.limit),))
+        self._tables: list[dict[str, int]] = []  # per slot: term -> column of num
+        self._gets: list[Callable[[str, int], int]] = []  # their bound get, made once
+        self._landmark: int | None = None  # in half-lives since the epoch
+        # (slot, term) -> (time, surprise) of the term's last alert
+        self.alerts: dict[tuple[int, str], tuple[float, float]] = {}
+        self._alerts_limit = 64  # expired alerts are dropped when there are more
 
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state["_cache"] = None
+    def add(self) -> int:
+        """Make room for one more series; its slot."""
+        table: dict[str, int] = {}
+        self._tables.append(table)
+        self._gets.append(table.get)
+        return super().add()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle each slot's terms and counts; not the spare columns nor the shipped lexicon."""
+        state = super().__getstate__()
+        lengths = np.zeros(len(state["num"]), np.intp)
+        lengths[: self.size] = [len(t) for t in self._tables]
+        state["num"] = state["num"][np.arange(state["num"].shape[1]) < lengths[:, None]]
+        state["_tables"] = [list(t) for t in self._tables]
+        del state["_gets"]
         if self.lexicon is _DEFAULT:
-            state["lexicon"] = None  # the shipped lexicon is reloaded, not pickled per series
+            state["lexicon"] = None  # the shipped lexicon is reloaded, not pickled per bank
         return state
 
-    def __setstate__(self, state: dict) -> None:
-        state["num"] = {sys.intern(w): v for w, v in state["num"].items()}
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Terms are interned again (one copy of a word for all series)."""
+        terms = state.pop("_tables")
+        flat = state.pop("num")
         self.__dict__.update(state)
         if self.lexicon is None:
             self.lexicon = _default_lexicon()
+        self._tables = [{sys.intern(w): k for k, w in enumerate(ts)} for ts in terms]
+        self._gets = [t.get for t in self._tables]
+        lengths = np.zeros(self._capacity, np.intp)
+        lengths[: len(terms)] = [len(ts) for ts in terms]
+        width = max(min(8, self.limit), int(lengths.max()))
+        self.num = np.zeros((self._capacity, width))
+        self.num[np.arange(width) < lengths[:, None]] = flat
 
-    @property
-    def warm(self) -> bool:
-        """True once ``warmup`` seconds of buckets have been learnt."""
-        return self.t0 is not None and self.last_t - self.t0 + self.bucket >= self.warmup
+    # -- state ----------------------------------------------------------------------------------
+    def is_warm(self, slots: Slots) -> npt.NDArray[np.bool_]:
+        """True once ``warmup`` seconds of the slot's buckets have been learnt."""
+        return self.last_t[slots] - self.t_first[slots] + self.bucket >= self.warmup
 
-    def _g(self, t: float) -> float:
-        return 2.0 ** ((t - self.t0) / self.half_life) if self.t0 is not None else 1.0
+    def n_terms(self, slot: int = 0) -> int:
+        """Number of terms the slot keeps (at most 1.25 × ``capacity``)."""
+        return len(self._tables[slot]) if slot < self.size else 0
 
-    def share(self, term: str) -> float:
-        """Learnt share of mentions that carry ``term`` (0 if not tracked)."""
-        if self.den <= 0.0:
+    def share(self, term: str, slot: int = 0) -> float:
+        """Learnt share of the slot's mentions that carry ``term`` (0 if not tracked)."""
+        if slot >= self.size or self.den[slot] <= 0.0:
             return 0.0
-        return self.num.get(term, 0.0) / self.den
+        col = self._tables[slot].get(term)
+        return 0.0 if col is None else float(self.num[slot, col] / self.den[slot])
 
-    def expected(self, term: str, volume: float) -> float:
+    def expected(self, term: str, volume: float, slot: int = 0) -> float:
         """Expected count of ``term`` in a bucket of ``volume`` mentions (with the floor)."""
         floor = self.lexicon_floor if term in self.lexicon.category else self.novel_floor
-        s = self.share(term)
+        s = self.share(term, slot)
         return volume * (s if s > floor else floor)
 
-    def score_terms(self, t: float, terms: dict[str, int], volume: int) -> list[TermScore]:
-        """Terms of the bucket scoring at least ``report``, most surprising first."""
-        if not self.warm or volume <= 0:
-            return []
+    def _weight(self, t: float) -> float:
+        """Forward-decay weight ``2^(t/half_life − landmark)`` of a count learnt at ``t``.
+
+        The landmark is a whole number of half-lives and moves (rescaling
+        every stored count) only by exact powers of two, before the weights
+        could overflow: stored values then differ from another bank's by an
+        exact power of two and every share is bit for bit the same.
+        """
+        q = t / self.half_life
+        whole = math.floor(q)
+        if self._landmark is None:
+            self._landmark = whole
+        shift = whole - self._landmark
+        if shift > 332:  # 2^332 ≈ 1e100
+            self.num[: self.size] = np.ldexp(self.num[: self.size], -shift)
+            self.den[: self.size] = np.ldexp(self.den[: self.size], -shift)
+            self._landmark = whole
+            shift = 0
+        return math.ldexp(2.0 ** (q - whole), shift)
+
+    def _widen(self, width: int) -> None:
+        """Make every slot's row at least ``width`` columns (doubling, up to ``limit``)."""
+        have = self.num.shape[1]
+        if width > have:
+            wider = np.zeros((len(self.num), min(self.limit, max(width, 2 * have))))
+            wider[:, :have] = self.num
+            self.num = wider
+
+    # -- one tick -------------------------------------------------------------------------------
+    def _entries(self, slots: Slots, bags: Sequence[Mapping[str, int]]) -> _Entries:
+        """Flatten the bags and find each term's column: one C-level pass (``map``) per bag."""
+        lens = np.fromiter(map(len, bags), np.intp, len(bags))
+        total = int(lens.sum())
+        getters = list(map(self._gets.__getitem__, slots.tolist()))
+        col = np.fromiter(chain.from_iterable(map(map, getters, bags, _MISSING)), np.intp, total)
+        counts = np.fromiter(chain.from_iterable(map(_VALUES, bags)), np.float64, total)
+        pos = np.repeat(np.arange(len(bags)), lens)
+        return _Entries(pos=pos, col=col, counts=counts, lens=lens, start=np.cumsum(lens) - lens)
+
+    def _verdicts(self, t: float, slots: Slots, bags: Sequence[Mapping[str, int]],
+                  volumes: FloatArray, ev: _Entries) -> dict[int, list[TermScore]]:
+        """Scores reaching ``report``, by position; only terms with ``min_count`` are tested."""
+        live = self.is_warm(slots) & (volumes > 0)
+        j = np.flatnonzero((ev.counts >= self.min_count) & live[ev.pos])
+        if not len(j):
+            return {}
         cat = self.lexicon.category
-        mc = self.min_count
-        cands = [(w, c) for w, c in terms.items() if c >= mc]
-        if not cands:
-            return []
-        n_lex = sum(1 for w in terms if w in cat) or 1
-        n_all = len(terms)
-        out = []
-        for w, c in cands:
-            category = cat.get(w)
-            e = self.expected(w, volume)
-            phi, mult = ((self.lexicon_dispersion, n_lex) if category is not None
-                         else (self.term_dispersion, n_all))
-            if c - e < 2.0 * math.sqrt(e + phi * e * e):
-                continue  # under two standard deviations: never near an alert
-            p = nb_upper_midp(c, e, phi) * mult
-            if p >= 1.0:
+        terms = ev.terms(bags, j)
+        lex = np.fromiter((w in cat for w in terms), bool, len(terms))
+        pos, col, c = ev.pos[j], ev.col[j], ev.counts[j]
+        mult = ev.lens[pos].astype(np.float64)  # Bonferroni over distinct terms
+        for i in set(pos[lex].tolist()):  # … or over the lexicon terms present
+            mult[lex & (pos == i)] = sum(1 for w in bags[i] if w in cat) or 1
+        owner = slots[pos]
+        den = self.den[owner]
+        num = np.where(col >= 0, self.num[owner, np.maximum(col, 0)], 0.0)
+        share = np.divide(num, den, out=np.zeros_like(num), where=den > 0.0)
+        floor = np.where(lex, self.lexicon_floor, self.novel_floor)
+        e = volumes[pos] * np.where(share > floor, share, floor)
+        phi = np.where(lex, self.lexicon_dispersion, self.term_dispersion)
+        near = np.flatnonzero(c - e >= 2.0 * np.sqrt(e + phi * e * e))  # under 2 sd: no alert
+        p = nb_upper_midp_array(c[near], e[near], phi[near]) * mult[near]
+        out: dict[int, list[TermScore]] = {}
+        for k, pk in zip(near.tolist(), p.tolist(), strict=True):
+            if pk >= 1.0:
                 continue
-            s = -math.log(p if p > 1e-300 else 1e-300)
-            last = self.alerts.get(w)
+            i, w = int(pos[k]), terms[k]
+            s = -math.log(pk if pk > 1e-300 else 1e-300)
+            last = self.alerts.get((int(owner[k]), w))
             if last is not None and t - last[0] < self.hold and s <= last[1]:
                 continue  # no news: the term already alerted more strongly
-            score = 1.0 - (p if p > P_FLOOR else P_FLOOR)
+            score = 1.0 - (pk if pk > P_FLOOR else P_FLOOR)
             if score >= self.report:
-                out.append(TermScore(term=w, category=category, observed=int(c), expected=e,
-                                     score=score))
-        out.sort(key=lambda ts: ts.score, reverse=True)
-        self._cache = ((t, id(terms), volume), out)
+                out.setdefault(i, []).append(TermScore(
+                    term=w, category=cat.get(w), observed=int(c[k]), expected=float(e[k]),
+                    score=score))
+        for found in out.values():
+            found.sort(key=lambda ts: ts.score, reverse=True)
         return out
 
-    def learn_terms(self, t: float, terms: dict[str, int], volume: int) -> None:
-        """Add a bucket's term counts to the baselines (winsorised), pruning to capacity."""
-        if self.t0 is None:
-            self.t0 = t
-        warm = self.warm
-        self.last_t = t
-        g = self._g(t)
-        if warm:  # remember this bucket's alerts for the hold
-            c = self._cache
-            scored = c[1] if c is not None and c[0] == (t, id(terms), volume) else (
-                self.score_terms(t, terms, volume))
-            self._cache = None
-            for ts in scored:
-                self.alerts[ts.term] = (t, -math.log(max(1.0 - ts.score, 1e-300)))
-            if len(self.alerts) > 64:
-                self.alerts = {w: a for w, a in self.alerts.items() if t - a[0] < self.hold}
-        num = self.num
-        den = self.den
-        for w, c in terms.items():
-            if c > 2 and den > 0.0:  # winsorise: a storm must not become the baseline at once
-                cap = 3.0 * volume * num.get(w, 0.0) / den + 2.0
-                if c > cap:
-                    c = cap
-            old = num.get(w)
-            if old is None:  # one copy of a word for all series (memory, not speed)
-                num[sys.intern(w)] = c * g
-            else:
-                num[w] = old + c * g
-        self.den = den + volume * g
-        if len(num) > self.capacity * 1.25:
-            keep = sorted(num.items(), key=lambda kv: kv[1], reverse=True)[: self.capacity]
-            self.num = dict(keep)
-        if g > 1e100:  # move the landmark before the floats overflow
-            self.num = {w: v / g for w, v in self.num.items()}
-            self.den /= g
-            self.t0 = t
+    def score(self, t: float, slots: Slots, bags: Sequence[Mapping[str, int]],
+              volumes: FloatArray) -> dict[int, list[TermScore]]:
+        """Terms reaching ``report``, by position ``i`` in ``slots``, most surprising first.
+
+        ``bags[i]`` maps each term of slot ``slots[i]``'s bucket to its count
+        and ``volumes[i]`` is the bucket's number of mentions. Positions that
+        are cold, empty or without a surprising term are left out.
+        """
+        volumes = np.asarray(volumes, np.float64)
+        ev = self._entries(slots, bags)
+        out = self._verdicts(t, slots, bags, volumes, ev)
+        self._keep(t, slots, bags, volumes, (ev, out))
+        return out
+
+    def learn(self, t: float, slots: Slots, bags: Sequence[Mapping[str, int]],
+              volumes: FloatArray) -> None:
+        """Add the buckets' term counts to the baselines (winsorised), pruning to capacity.
+
+        Right after ``score`` with the same arguments its lookup and verdicts
+        are reused, so a bag must not change in between.
+        """
+        volumes = np.asarray(volumes, np.float64)
+        kept = self._kept(t, slots, bags, volumes)
+        if kept is None:
+            ev = self._entries(slots, bags)
+            out = self._verdicts(t, slots, bags, volumes, ev)
+        else:
+            ev, out = kept
+        self._remember(t, slots, out)
+        g = self._weight(t)
+        pos, col, c = ev.pos, ev.col, ev.counts
+        den = self.den[slots]
+        big = np.flatnonzero(c > 2.0)
+        big = big[den[pos[big]] > 0.0]
+        if len(big):  # winsorise: a storm must not become the baseline at once
+            cb, kb, ib = c[big], col[big], pos[big]
+            num = np.where(kb >= 0, self.num[slots[ib], np.maximum(kb, 0)], 0.0)
+            cap = 3.0 * volumes[ib] * num / den[ib] + 2.0
+            c = c.copy()
+            c[big] = np.where(cb > cap, cap, cb)
+        add = c * g
+        full: list[int] = []
+        if (col < 0).any():  # terms new to their slot: give them columns
+            col = col.copy()
+            full = self._track(slots, bags, ev, col)
+        keep = col >= 0  # −1 left: bags that take their slot past the bound
+        at = slots[pos[keep]] * self.num.shape[1] + col[keep]
+        self.num.reshape(-1)[at] += add[keep]  # (slot, column) pairs are distinct
+        self.den[slots] = den + volumes * g
+        for i in full:
+            a, b = int(ev.start[i]), int(ev.start[i] + ev.lens[i])
+            self._overflow(int(slots[i]), ev.col[a:b], add[a:b], list(bags[i]))
+        first = self.t_first[slots]
+        self.t_first[slots] = np.where(np.isnan(first), t, first)
+        self.last_t[slots] = t
+
+    def _remember(self, t: float, slots: Slots, out: dict[int, list[TermScore]]) -> None:
+        """Record the bucket's alerts for the hold; drop expired ones now and then."""
+        for i, found in out.items():
+            s = int(slots[i])
+            for ts in found:
+                self.alerts[(s, ts.term)] = (t, -math.log(max(1.0 - ts.score, 1e-300)))
+        if len(self.alerts) > self._alerts_limit:
+            self.alerts = {k: a for k, a in self.alerts.items() if t - a[0] < self.hold}
+            self._alerts_limit = max(64, 2 * len(self.alerts))  # amortised: O(1) per alert
+
+    def _track(self, slots: Slots, bags: Sequence[Mapping[str, int]], ev: _Entries,
+               col: npt.NDArray[np.intp]) -> list[int]:
+        """Give the untracked entries (−1 in ``col``) the next columns of their slots.
+
+        Positions whose slot would pass ``limit`` terms are returned instead,
+        with all their entries set to −1: :meth:`_overflow` adds and prunes them.
+        """
+        new = np.flatnonzero(col < 0)
+        at = ev.pos[new]
+        where, n_new = np.unique(at, return_counts=True)
+        tables = self._tables
+        after = np.fromiter((len(tables[s]) for s in slots[where].tolist()), np.intp,
+                            len(where)) + n_new
+        over = after > self.limit
+        full = where[over].tolist()
+        if not over.all():
+            self._widen(int(after[~over].max()))
+        if full:
+            col[np.isin(ev.pos, full)] = -1
+            fits = ~np.isin(at, full)
+            new, at = new[fits], at[fits]
+        for k, s, w in zip(new.tolist(), slots[at].tolist(), ev.terms(bags, new), strict=True):
+            table = tables[s]
+            col[k] = c = len(table)  # a small int in the table: no int object to fetch
+            table[sys.intern(w)] = c  # one copy of a word for all series
+        return full
+
+    def _overflow(self, slot: int, col: npt.NDArray[np.intp], add: FloatArray,
+                  words: list[str]) -> None:
+        """Add a bag that takes its slot past ``limit`` terms, then keep the ``capacity`` top ones.
+
+        The old terms come first, then the new ones in bag order, and ties
+        keep that order: the terms kept are those of adding every count and
+        then pruning, but the spare ones never need a column.
+        """
+        table = self._tables[slot]
+        n = len(table)
+        known = col >= 0
+        vals = np.zeros(n + int((~known).sum()))
+        vals[:n] = self.num[slot, :n]
+        vals[col[known]] += add[known]
+        vals[n:] = add[~known]
+        terms = [*table, *(w for w, k in zip(words, known.tolist(), strict=True) if not k)]
+        keep = np.argsort(-vals, kind="stable")[: self.capacity]
+        table = {sys.intern(terms[k]): j for j, k in enumerate(keep.tolist())}
+        self._tables[slot] = table
+        self._gets[slot] = table.get
+        self._widen(len(keep))
+        self.num[slot] = 0.0
+        self.num[slot, : len(keep)] = vals[keep]
+
+    # -- one series -----------------------------------------------------------------------------
+    def score_terms(self, t: float, terms: Mapping[str, int], volume: float) -> list[TermScore]:
+        """Slot 0's terms of the bucket scoring at least ``report``, most surprising first."""
+        return self.score(t, self._one(), [terms], np.array([float(volume)])).get(0, [])
+
+    def learn_terms(self, t: float, terms: Mapping[str, int], volume: float) -> None:
+        """Add a bucket's term counts to slot 0's baseline."""
+        self.learn(t, self._one(), [terms], np.array([float(volume)]))

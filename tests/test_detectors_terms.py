@@ -128,7 +128,7 @@ def test_memory_is_bounded_and_pickle_round_trip_keeps_scores():
     for i in range(400):
         det.learn_terms(t, {f"w{i}-{k}": 1 for k in range(50)} | {"coffee": 20}, 60)
         t += B
-    assert len(det.num) <= 160
+    assert det.n_terms() <= 160
     assert det.share("coffee") == pytest.approx(20 / 60, rel=1e-6)
     clone = pickle.loads(pickle.dumps(det))
     assert len(pickle.dumps(det)) < 20_000
