@@ -1,10 +1,10 @@
 """The detect stage: closed buckets in, explained anomalies out.
 
-Each series gets one detector per enabled signal (``detectors.registry``),
-created on its first bucket. For every bucket each detector scores the new
-value against its baseline *before* learning it, so the spike is judged by
-the past, not by itself. An anomaly is raised only once a detector is warm
-and its calibrated score crosses the configured threshold.
+Each series gets a slot in one detector bank per enabled signal
+(``detectors.registry``) on its first bucket. For every tick each bank scores
+the new values against their baselines *before* learning them, so the spike is
+judged by the past, not by itself. An anomaly is raised only once a detector
+is warm and its calibrated score crosses the configured threshold.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ import heapq
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
+import numpy as np
 import structlog
 
 from daemon.config import DetectionConfig
@@ -32,23 +34,6 @@ on at scores under the alert threshold keeps its incident open."""
 
 ScoreSink = Callable[[SeriesKey, str, Bucket, float, float, bool], None]
 """Receives (series, signal, bucket, value, score, alert) for every scored bucket."""
-
-
-def _value(signal: str, b: Bucket) -> tuple[float, float, float]:
-    """(x, n, shown value) a signal's detector is fed from a bucket."""
-    if signal == "volume":
-        return b.volume, 1.0, b.volume
-    if signal == "negative_share":
-        return b.negative, b.volume, b.negative_share
-    if signal == "negative_volume":
-        # n = volume lets the detector see a launch that doubles everything,
-        # complaints included, as no rise in negativity.
-        return b.negative, b.volume, b.negative
-    if signal == "sentiment":
-        return b.mean_sentiment, b.sentiment_n, b.mean_sentiment
-    if signal == "reach":
-        return b.max_negative_followers, 1.0, b.max_negative_followers
-    raise ValueError(f"unknown signal {signal!r}")
 
 
 def signals_for(bucket: Bucket, enabled: list[str]) -> list[str]:
@@ -79,17 +64,99 @@ def tone(bucket: Bucket) -> str:
     return "neutral"
 
 
-@dataclass(slots=True)
-class SeriesDetectors:
-    """Everything learnt about one series; pickled into snapshots."""
+class _Columns:
+    """A tick's bucket fields as arrays, each built on first use (one pass over the buckets).
 
-    signals: dict[str, Detector]
-    terms: TermDetector | None
-    warm_logged: set[str] = field(default_factory=set)
+    Lazily, because a tick of upstream metrics (NAB, aggregates) feeds only
+    volume: building every column would cost more than scoring it.
+    """
+
+    def __init__(self, buckets: list[Bucket]) -> None:
+        self.buckets = buckets
+        self._cache: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        arr = self._cache.get(name)
+        if arr is None:
+            arr = self._cache[name] = self._build(name)
+        return arr
+
+    def _build(self, name: str) -> np.ndarray:
+        if name == "mean_sentiment":
+            return self["sentiment_sum"] / np.maximum(self["sentiment_n"], 1.0)
+        if name == "negative_share":
+            return self["negative"] / np.maximum(self["volume"], 1.0)
+        if name == "ones":
+            return np.ones(len(self.buckets))
+        return np.fromiter((getattr(b, name) for b in self.buckets), float, len(self.buckets))
+
+
+def _feed(signal: str, col: _Columns) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(x, n, shown value) a signal's detector is fed from the bucket columns."""
+    if signal == "volume":
+        return col["volume"], col["ones"], col["volume"]
+    if signal == "negative_share":
+        return col["negative"], col["volume"], col["negative_share"]
+    if signal == "negative_volume":
+        # n = volume lets the detector see a launch that doubles everything,
+        # complaints included, as no rise in negativity.
+        return col["negative"], col["volume"], col["negative"]
+    if signal == "sentiment":
+        return col["mean_sentiment"], col["sentiment_n"], col["mean_sentiment"]
+    if signal == "reach":
+        m = col["max_negative_followers"]
+        return m, col["ones"], m
+    raise ValueError(f"unknown signal {signal!r}")
+
+
+class _Fired(NamedTuple):
+    """A signal (or term) of one bucket that crossed the threshold."""
+
+    signal: str
+    shown: float
+    score: float
+    bank: Detector | None  # None for a term
+    slot: int
+    category: str | None = None
+    expected: float = 0.0
+
+
+@dataclass(slots=True)
+class _Series:
+    """One series' place in its cadence's banks."""
+
+    slots: dict[str, int]  # signal -> slot in that signal's bank
+    term_slot: int | None
+
+
+@dataclass(slots=True)
+class _Plan:
+    """Which buckets of a tick feed which bank slots (reused while the series set holds)."""
+
+    keys: list[SeriesKey]
+    rows: dict[str, tuple[np.ndarray | None, np.ndarray]]  # signal -> (positions, slots)
+    terms: tuple[np.ndarray | None, np.ndarray] | None
+
+
+@dataclass(slots=True)
+class Cadence:
+    """Every series of one bucket length: one detector bank per signal. Pickled into snapshots."""
+
+    length: float
+    banks: dict[str, Detector] = field(default_factory=dict)
+    terms: TermDetector | None = None
+    series: dict[SeriesKey, _Series] = field(default_factory=dict)
+    ready: dict[str, np.ndarray] = field(default_factory=dict)  # signal -> warm flags logged
+    plan: _Plan | None = None
 
 
 class DetectStage:
-    """Scores every closed bucket on every enabled signal of its series."""
+    """Scores every closed bucket on every enabled signal of its series.
+
+    Series are grouped by bucket length (a *cadence*); each cadence holds one
+    bank per signal, so a tick of thousands of series costs one vectorised
+    score and learn per signal (see :mod:`detectors.base`).
+    """
 
     def __init__(
         self,
@@ -101,68 +168,164 @@ class DetectStage:
         self.threshold = cfg.threshold or registry.threshold_for(cfg.sensitivity)
         self.evidence_terms = evidence_terms
         self.on_score = on_score
-        self.series: dict[SeriesKey, SeriesDetectors] = {}
+        self.cadences: dict[float, Cadence] = {}
 
-    def _detectors(self, bucket: Bucket) -> SeriesDetectors:
-        state = self.series.get(bucket.series)
-        if state is None:
-            length = bucket.end - bucket.start
-            signals = {
-                s: registry.make(
-                    s, bucket=length, warmup=self.cfg.warmup, min_volume=self.cfg.min_volume
+    @property
+    def series_count(self) -> int:
+        """Number of series watched."""
+        return sum(len(c.series) for c in self.cadences.values())
+
+    def _cadence(self, length: float) -> Cadence:
+        cad = self.cadences.get(length)
+        if cad is None:
+            cad = self.cadences[length] = Cadence(length)
+        return cad
+
+    def _add_series(self, cad: Cadence, bucket: Bucket) -> _Series:
+        slots = {}
+        for signal in signals_for(bucket, self.cfg.signals):
+            bank = cad.banks.get(signal)
+            if bank is None:
+                bank = cad.banks[signal] = registry.make(
+                    signal, bucket=cad.length, warmup=self.cfg.warmup,
+                    min_volume=self.cfg.min_volume,
                 )
-                for s in signals_for(bucket, self.cfg.signals)
-            }
-            terms = None
-            if "terms" in self.cfg.signals and not bucket.aggregated:
-                terms = TermDetector(
-                    bucket=length, warmup=self.cfg.warmup, lexicon=self.cfg.lexicon
+            slots[signal] = bank.add()
+        term_slot = None
+        if "terms" in self.cfg.signals and not bucket.aggregated:
+            if cad.terms is None:
+                cad.terms = TermDetector(
+                    bucket=cad.length, warmup=self.cfg.warmup, lexicon=self.cfg.lexicon
                 )
-            state = SeriesDetectors(signals, terms)
-            self.series[bucket.series] = state
-            log.info(
-                "detectors warming up",
-                series=str(bucket.series),
-                signals=sorted(signals) + (["terms"] if terms else []),
-                warmup_s=self.cfg.warmup,
-            )
+            term_slot = cad.terms.add()
+        state = cad.series[bucket.series] = _Series(slots, term_slot)
+        log.info(
+            "detectors warming up",
+            series=str(bucket.series),
+            signals=sorted(slots) + (["terms"] if term_slot is not None else []),
+            warmup_s=self.cfg.warmup,
+        )
         return state
 
-    def process(self, bucket: Bucket, watch: bool = False) -> tuple[list[Anomaly], bool]:
-        """Score then learn one bucket: the anomalies it raised, and — when
-        ``watch`` (its brand has an open incident) — whether any signal is still
-        elevated against its baseline (the storm is not over)."""
-        state = self._detectors(bucket)
-        t = bucket.start
-        elevated = False
-        fired: list[tuple[str, float, float, Detector | None, str | None, float]] = []
-        for signal, detector in state.signals.items():
-            x, n, shown = _value(signal, bucket)
-            score = detector.score_one(t, x, n)
-            warm = detector.warm
-            alert = warm and score >= self.threshold
-            if watch and warm and not elevated:
-                elevated = score >= ELEVATED or self._beyond(signal, detector, bucket, shown)
-            detector.learn_one(t, x, n)
-            if self.on_score is not None:
-                self.on_score(bucket.series, signal, bucket, shown, score, alert)
-            if warm and signal not in state.warm_logged:
-                state.warm_logged.add(signal)
-                log.info("baseline ready", series=str(bucket.series), signal=signal)
-            if alert:
-                fired.append((signal, shown, score, detector, None, 0.0))
-        if state.terms is not None:
-            for ts in state.terms.score_terms(t, bucket.terms, bucket.volume):
-                if ts.score >= self.threshold:
-                    fired.append(
-                        (f"term:{ts.term}", ts.observed, ts.score, None, ts.category, ts.expected)
-                    )
-            state.terms.learn_terms(t, bucket.terms, bucket.volume)
-        if not fired:
-            return [], elevated
-        return self._explain(bucket, fired), True
+    def _plan(self, cad: Cadence, buckets: list[Bucket]) -> _Plan:
+        """Positions and slots of each bank for this tick's buckets."""
+        keys = [b.series for b in buckets]
+        if cad.plan is not None and cad.plan.keys == keys:
+            return cad.plan
+        states = []
+        for b in buckets:
+            state = cad.series.get(b.series)
+            states.append(state if state is not None else self._add_series(cad, b))
+        rows: dict[str, tuple[np.ndarray | None, np.ndarray]] = {}
+        for signal in cad.banks:
+            pos = [i for i, st in enumerate(states) if signal in st.slots]
+            slots = np.array([states[i].slots[signal] for i in pos], np.intp)
+            rows[signal] = (None if len(pos) == len(states) else np.array(pos, np.intp), slots)
+        terms = None
+        if cad.terms is not None:
+            pos = [i for i, st in enumerate(states) if st.term_slot is not None]
+            slots = np.array([states[i].term_slot for i in pos], np.intp)
+            terms = (None if len(pos) == len(states) else np.array(pos, np.intp), slots)
+        cad.plan = _Plan(keys, rows, terms)
+        return cad.plan
 
-    def _beyond(self, signal: str, detector: Detector, bucket: Bucket, shown: float) -> bool:
+    def process(
+        self, buckets: list[Bucket], watched: Callable[[str], bool] = lambda brand: False
+    ) -> tuple[list[Anomaly], set[str]]:
+        """Score then learn one tick of closed buckets (all ending together).
+
+        Returns the anomalies raised, and the brands that ``watched`` (an open
+        incident) and whose signals are still elevated against their baseline
+        (the storm is not over).
+        """
+        anomalies: list[Anomaly] = []
+        elevated: set[str] = set()
+        by_length: dict[float, list[Bucket]] = {}
+        for b in buckets:
+            by_length.setdefault(b.end - b.start, []).append(b)
+        for length, group in by_length.items():
+            self._tick(self._cadence(length), group, watched, anomalies, elevated)
+        return anomalies, elevated
+
+    def _tick(self, cad: Cadence, buckets: list[Bucket], watched: Callable[[str], bool],
+              anomalies: list[Anomaly], elevated: set[str]) -> None:
+        plan = self._plan(cad, buckets)
+        t = buckets[0].start
+        col = _Columns(buckets)
+        watch = [k for k, b in enumerate(buckets) if watched(b.series.brand)]
+        fired: dict[int, list[_Fired]] = {}
+        for signal, (pos, slots) in plan.rows.items():
+            bank = cad.banks[signal]
+            x, n, shown = _feed(signal, col)
+            if pos is not None:
+                x, n, shown = x[pos], n[pos], shown[pos]
+            scores = bank.score(t, slots, x, n)
+            warm = bank.is_warm(slots)
+            alert = warm & (scores >= self.threshold)
+            if watch:
+                self._elevated(signal, bank, buckets, watch, pos, slots, scores, warm, shown,
+                               elevated)
+            bank.learn(t, slots, x, n)
+            self._log_ready(cad, signal, buckets, pos, slots, warm)
+            if self.on_score is not None:
+                for j, k in enumerate(range(len(buckets)) if pos is None else pos.tolist()):
+                    b = buckets[k]
+                    self.on_score(b.series, signal, b, float(shown[j]), float(scores[j]),
+                                  bool(alert[j]))
+            for j in np.flatnonzero(alert).tolist():
+                k = j if pos is None else int(pos[j])
+                fired.setdefault(k, []).append(
+                    _Fired(signal, float(shown[j]), float(scores[j]), bank, int(slots[j])))
+        if plan.terms is not None and cad.terms is not None:
+            tpos, tslots = plan.terms
+            idx = range(len(buckets)) if tpos is None else tpos.tolist()
+            bags = [buckets[k].terms for k in idx]
+            vols = col["volume"] if tpos is None else col["volume"][tpos]
+            for j, found in cad.terms.score(t, tslots, bags, vols).items():
+                k = idx[j]
+                for ts in found:
+                    if ts.score >= self.threshold:
+                        fired.setdefault(k, []).append(_Fired(
+                            f"term:{ts.term}", ts.observed, ts.score, None, 0, ts.category,
+                            ts.expected))
+            cad.terms.learn(t, tslots, bags, vols)
+        for k, found in sorted(fired.items()):
+            anomalies.extend(self._explain(buckets[k], found))
+            elevated.add(buckets[k].series.brand)
+
+    def _elevated(self, signal: str, bank: Detector, buckets: list[Bucket], watch: list[int],
+                  pos: np.ndarray | None, slots: np.ndarray, scores: np.ndarray,
+                  warm: np.ndarray, shown: np.ndarray, elevated: set[str]) -> None:
+        """Add the watched brands whose ``signal`` is still outside its normal band."""
+        index = None if pos is None else {k: j for j, k in enumerate(pos.tolist())}
+        for k in watch:
+            j = k if index is None else index.get(k)
+            brand = buckets[k].series.brand
+            if j is None or not warm[j] or brand in elevated:
+                continue
+            if scores[j] >= ELEVATED or self._beyond(
+                    signal, bank, int(slots[j]), buckets[k], float(shown[j])):
+                elevated.add(brand)
+
+    def _log_ready(self, cad: Cadence, signal: str, buckets: list[Bucket],
+                   pos: np.ndarray | None, slots: np.ndarray, warm: np.ndarray) -> None:
+        """Log each series' signal once, when its baseline becomes ready."""
+        ready = cad.ready.get(signal)
+        size = cad.banks[signal].size
+        if ready is None or len(ready) < size:
+            grown = np.zeros(max(size, 8), bool)
+            if ready is not None:
+                grown[: len(ready)] = ready
+            ready = cad.ready[signal] = grown
+        new = warm & ~ready[slots]
+        if np.count_nonzero(new):
+            ready[slots[new]] = True
+            for j in np.flatnonzero(new).tolist():
+                k = j if pos is None else int(pos[j])
+                log.info("baseline ready", series=str(buckets[k].series), signal=signal)
+
+    def _beyond(self, signal: str, bank: Detector, slot: int, bucket: Bucket,
+                shown: float) -> bool:
         """Whether the value is outside its baseline's band in the crisis direction.
 
         Detectors alert once per excursion; this asks the baseline itself, so a
@@ -172,23 +335,19 @@ class DetectStage:
             return False
         if signal in ("negative_share", "sentiment") and bucket.volume < self.cfg.min_volume:
             return False
-        band = detector.band(bucket.start, 1.0 - ELEVATED)
+        band = bank.band(bucket.start, 1.0 - ELEVATED, slot)
         return shown < band.low if signal == "sentiment" else shown > band.high
 
-    def _explain(
-        self,
-        bucket: Bucket,
-        fired: list[tuple[str, float, float, Detector | None, str | None, float]],
-    ) -> list[Anomaly]:
-        surprise = {s: -math.log(max(1.0 - score, 1e-300)) for s, _, score, *_ in fired}
+    def _explain(self, bucket: Bucket, fired: list[_Fired]) -> list[Anomaly]:
+        surprise = {f.signal: -math.log(max(1.0 - f.score, 1e-300)) for f in fired}
         total = sum(surprise.values()) or 1.0
         top = heapq.nlargest(self.evidence_terms, bucket.terms.items(), key=lambda kv: kv[1])
         bucket_tone = tone(bucket)
         out = []
         p = 1.0 - self.threshold
-        for signal, shown, score, detector, category, term_expected in fired:
-            if detector is not None:
-                band = detector.band(bucket.start, p)
+        for signal, shown, score, bank, slot, category, term_expected in fired:
+            if bank is not None:
+                band = bank.band(bucket.start, p, slot)
                 expected, low, high = band.expected, band.low, band.high
             else:
                 expected, low, high = term_expected, 0.0, term_expected

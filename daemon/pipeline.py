@@ -137,14 +137,11 @@ class Pipeline:
         if isinstance(self.clock, SimClock):
             self.clock.advance(end)
         started = time.perf_counter()
-        anomalies: list[Anomaly] = []
-        for bucket in buckets:
-            watch = self.incidents.has_open(bucket.series.brand)
-            found, elevated = self.detect.process(bucket, watch)
-            anomalies.extend(found)
-            if elevated:
-                self.incidents.keep_alive(bucket.series.brand, end)
-            for listener in self.bucket_listeners:
+        anomalies, elevated = self.detect.process(buckets, self.incidents.has_open)
+        for brand in sorted(elevated):
+            self.incidents.keep_alive(brand, end)
+        for listener in self.bucket_listeners:
+            for bucket in buckets:
                 listener(bucket)
         self.stats.detect_seconds += time.perf_counter() - started
         self.stats.buckets += len(buckets)

@@ -75,7 +75,7 @@ def _save(pipeline: Pipeline, path: Path) -> None:
         return
     if pipeline.journal is not None:
         pipeline.journal.reset()
-    log.info("detector snapshot saved", bytes=size, series=len(pipeline.detect.series))
+    log.info("detector snapshot saved", bytes=size, series=pipeline.detect.series_count)
 
 
 def reload(

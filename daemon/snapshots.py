@@ -23,7 +23,7 @@ from daemon.windows import Windows
 
 log = structlog.get_logger("crisisd.snapshots")
 
-FORMAT = 1
+FORMAT = 2  # 2: detector banks per cadence
 FILENAME = "detectors.snapshot"
 
 
@@ -37,7 +37,7 @@ def save(path: Path, detect: DetectStage, windows: Windows) -> int:
     payload: dict[str, Any] = {
         "format": FORMAT,
         "saved_at": time.time(),
-        "series": detect.series,
+        "cadences": detect.cadences,
         "windows": windows.snapshot(),
     }
     data = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
@@ -60,14 +60,14 @@ def load(path: Path, detect: DetectStage, windows: Windows) -> bool:
         payload = pickle.loads(path.read_bytes())  # our own state file
         if payload.get("format") != FORMAT:
             raise ValueError(f"snapshot format {payload.get('format')}, expected {FORMAT}")
-        detect.series.update(payload["series"])
+        detect.cadences.update(payload["cadences"])
         windows.restore(payload["windows"])
     except Exception as exc:  # a bad snapshot must never keep the daemon down
         log.warning("detector snapshot unusable; starting cold", path=str(path), error=str(exc))
         return False
     log.info(
         "detectors restored warm",
-        series=len(payload["series"]),
+        series=detect.series_count,
         age_s=round(time.time() - payload["saved_at"], 1),
     )
     return True

@@ -126,7 +126,7 @@ async def progress(port: int) -> tuple[float, int] | None:
 
 
 async def wait_until(port: int, daemon: Daemon, reached: float, *, idle: bool,
-                     timeout: float = 25.0) -> None:
+                     timeout: float = 90.0) -> None:
     """Until the daemon has seen event time ``reached`` (and, with ``idle``, has no backlog)."""
     deadline = time.monotonic() + timeout
     got = None
