@@ -164,6 +164,11 @@ class Hold(Bank):
             p[held & (-np.log(np.maximum(p, 1e-300)) <= peak)] = 1.0
         return p
 
+    def excursion(self, slots: Slots, t: float, p: FloatArray) -> np.ndarray:
+        """Where an alerted excursion is on at ``t``: held, or ``p`` itself past ``hold_p``."""
+        self.rec.roll(slots, t)
+        return (self.rec.peak(slots) >= self.surprise) | (p < math.exp(-self.surprise))
+
     def push(self, slots: Slots, t: float, p: FloatArray) -> None:
         """Record the (ungated) tail probabilities of the buckets just learnt."""
         self.rec.push(slots, t, -np.log(np.maximum(p, 1e-300)))

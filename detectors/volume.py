@@ -58,7 +58,11 @@ class SeasonalCountDetector(Bank):
     band before it updates the seasonal model (a two-hour storm does not
     become the new normal); when a fast level stays ``shift_ratio`` away from
     the baseline for ``shift_after`` seconds the baseline jumps to it (a real
-    permanent change is learnt within hours).
+    permanent change is learnt within hours). The records get the same care:
+    during an alerted excursion a sum enters them at most ``record_growth``
+    times what they held when it began, so last week's storm does not mask
+    this week's (on NAB this keeps the score within a few points when the
+    record window moves a day either way, where it fell by seven).
 
     One alert per excursion: after a bucket with ``p < hold_p``, for ``hold``
     seconds a bucket is scored by its conditional tail probability ``min(1,
@@ -84,9 +88,18 @@ class SeasonalCountDetector(Bank):
         over five days; Hill estimator on the top 20 of 120, once a day):
         the median over days and over the ten NAB Twitter series is 3.0
         (series medians 1.1 to 3.8). A per-series online estimate scored
-        worse than this pooled value (too noisy at 120 maxima).
+        worse than this pooled value (too noisy at 120 maxima). NAB itself
+        scores higher at 4 to 5 (78 against 74 standard); the estimate is
+        kept, as a value picked by the benchmark would not carry over.
     record_cap
         Tail probability below which the record test is required.
+    record_growth
+        During an alerted excursion (the hold is on, or the bucket itself is
+        past ``hold_p``) a sum enters the records at most ``record_growth``
+        times the records at the excursion's start: like the winsorised
+        baseline, an anomaly does not define normal for the next one (a storm
+        five days ago does not mask today's), yet a series whose bursts keep
+        growing still raises its records, by this factor per excursion.
     hold, hold_p
         Excursion hold: how long (default twelve hours), and from which tail
         probability on.
@@ -138,6 +151,7 @@ class SeasonalCountDetector(Bank):
         record_window: float = 5 * DAY,
         tail_index: float = 3.0,
         record_cap: float = 1e-2,
+        record_growth: float = 2.0,
         hold: float = DAY / 2,
         hold_p: float = 1e-3,
         level_half_life: float = DAY,
@@ -171,6 +185,7 @@ class SeasonalCountDetector(Bank):
         self.clip_z = clip_z
         self.record_cap = record_cap
         self.tail_index = tail_index
+        self.record_growth = record_growth
         self.k = max(1, round(HOUR / bucket))  # buckets in the one-hour sum
         self.k1 = max(1, round(300.0 / bucket))  # buckets in the five-minute sum
         hours = max(1, round(record_window / HOUR))
@@ -198,6 +213,9 @@ class SeasonalCountDetector(Bank):
         self._state("ring_i", 0, dtype=np.intp)
         self._state("ring_sum", 0.0)  # the last k − 1 buckets
         self._state("short_sum", 0.0)  # the last k1 − 1 buckets
+        # the records when the alerted excursion in progress began (NaN: none)
+        self._state("base1", math.nan)
+        self._state("base_h", math.nan)
 
     # -- seasonal model ----------------------------------------------------
     def _position(self, t: float) -> tuple[int, int, float, int]:
@@ -287,7 +305,7 @@ class SeasonalCountDetector(Bank):
             a = self.a_level
             self.g_x[g] += a * (x[some] - self.g_x[g])
             self.g_n[g] += a * (n[some] - self.g_n[g])
-        self._push_sums(t, slots, x)
+        self._push_sums(t, slots, x, warm & self.hold.excursion(slots, t, p))
         p = p.copy()
         p[~warm] = 1.0
         self.hold.push(slots, t, p)
@@ -338,15 +356,37 @@ class SeasonalCountDetector(Bank):
             self.last_hour[due] = hour
             self._normalise(due)
 
-    def _push_sums(self, t: float, slots: Slots, x: FloatArray) -> None:
-        """Records of the five-minute and one-hour sums ending with this bucket; the ring."""
+    def _push_sums(self, t: float, slots: Slots, x: FloatArray, excursion: np.ndarray) -> None:
+        """Records of the five-minute and one-hour sums ending with this bucket; the ring.
+
+        During an alerted excursion a sum enters the records at most
+        ``record_growth`` times the records when the excursion began: an
+        anomaly does not define normal for the next one.
+        """
         ring, rows, r = self.ring, self._rows(slots), self.ring_len
         j = self.ring_i[slots]  # (a copy; the ring is indexed in (slot, position) pairs)
-        self.rec1.push(slots, t, self.short_sum[rows] + x)
+        s1, sh = self.short_sum[rows] + x, self.ring_sum[rows] + x
+        if np.count_nonzero(excursion):
+            e = slots[excursion]
+            for rec, base, v in ((self.rec1, self.base1, s1), (self.rec_h, self.base_h, sh)):
+                b = base[e]
+                new = np.isnan(b)
+                if np.count_nonzero(new):
+                    b[new] = rec.peak(e[new])
+                    base[e] = b
+                lim = self.record_growth * b
+                ve = v[excursion]
+                clip = (b > 0.0) & (ve > lim)
+                ve[clip] = lim[clip]
+                v[excursion] = ve
+        calm = slots[~excursion]
+        self.base1[calm] = math.nan
+        self.base_h[calm] = math.nan
+        self.rec1.push(slots, t, s1)
         if self.k1 > 1:  # the value k1 − 1 buckets back leaves the five-minute sum
             self.short_sum[rows] += x - ring[slots, (j - (self.k1 - 1)) % r]
         if self.k > 1:
-            self.rec_h.push(slots, t, self.ring_sum[rows] + x)
+            self.rec_h.push(slots, t, sh)
             self.ring_sum[rows] += x - ring[slots, j]
         ring[slots, j] = x
         self.ring_i[rows] = (j + 1) % r
