@@ -1,12 +1,12 @@
 """Detection quality and cost: NAB realTweets scores at the default threshold, and timings.
 
-Feeds each NAB CSV through ``registry.make("volume", bucket=300, warmup=86400,
-min_volume=20)`` exactly as the pipeline will (``score_one`` then
-``learn_one`` per row, alert = score ≥ ``threshold_for("balanced")``), writes
-the NAB layout (``OUT/volume/<file>.csv``) and scores it with
-``../shared/tools/nabscore.py`` at that threshold. Then measures µs per update
-and pickled bytes per series for every detector, ``extract_terms`` per
-mention, and one bucket tick of 10,000 series with every signal on.
+Replays the NAB CSVs through the real pipeline exactly as ``crisisd replay
+FILES --scores OUT`` does (the ten series tick together through one bank per
+signal), then scores ``OUT/volume/*.csv`` with ``../shared/tools/nabscore.py``
+at the default (``balanced``) threshold. Then measures every detector bank:
+µs per tick for one series, ms per tick for 10,000 series, pickled bytes per
+series, ``extract_terms`` per mention, and one bucket tick of 10,000 series
+with every signal on (terms included).
 
 Usage::
 
@@ -16,21 +16,24 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import csv
+import asyncio
+import math
 import pickle
-import random
 import re
 import subprocess
 import sys
 import tempfile
 import time
 import tracemalloc
-from datetime import UTC, datetime
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from daemon import backtest  # noqa: E402
+from daemon.config import Config  # noqa: E402
 from detectors import registry  # noqa: E402
 from detectors.terms import TermDetector, extract_terms  # noqa: E402
 
@@ -38,40 +41,15 @@ SHARED = ROOT.parent / "shared"
 NAB = SHARED / "data" / "nab"
 NABSCORE = SHARED / "tools" / "nabscore.py"
 T0 = 1_700_000_000.0
+SIGNALS = registry.SIGNALS
 
 
-def read_csv(path: Path) -> tuple[list[str], list[float], list[float]]:
-    stamps, times, values = [], [], []
-    with open(path, newline="") as fh:
-        reader = csv.reader(fh)
-        next(reader)
-        for row in reader:
-            stamps.append(row[0])
-            times.append(datetime.fromisoformat(row[0]).replace(tzinfo=UTC).timestamp())
-            values.append(float(row[1]))
-    return stamps, times, values
-
-
-def replay_nab(data: Path, out: Path, threshold: float) -> tuple[float, int]:
-    """Score every CSV as the pipeline will; returns (detector seconds, rows)."""
-    (out / "volume").mkdir(parents=True, exist_ok=True)
-    elapsed, rows = 0.0, 0
-    for path in sorted(data.glob("*.csv")):
-        stamps, times, values = read_csv(path)
-        det = registry.make("volume", bucket=300, warmup=86400, min_volume=20)
-        scores = []
-        start = time.perf_counter()
-        for t, x in zip(times, values, strict=True):
-            scores.append(det.score_one(t, x))
-            det.learn_one(t, x)
-        elapsed += time.perf_counter() - start
-        rows += len(values)
-        with open(out / "volume" / path.name, "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(["timestamp", "value", "anomaly_score", "alert"])
-            for s, x, sc in zip(stamps, values, scores, strict=True):
-                w.writerow([s, x, repr(sc), int(sc >= threshold)])
-    return elapsed, rows
+def replay_nab(data: Path, out: Path) -> tuple[float, float, int]:
+    """``crisisd replay --scores`` in-process: (wall seconds, detect seconds, buckets)."""
+    cfg = Config()
+    start = time.perf_counter()
+    result = asyncio.run(backtest.replay(sorted(data.glob("*.csv")), cfg, scores=out))
+    return time.perf_counter() - start, result.stats.detect_seconds, result.stats.buckets
 
 
 def nab_table(out: Path, threshold: float | None) -> str:
@@ -84,83 +62,111 @@ def nab_table(out: Path, threshold: float | None) -> str:
 
 # -- per-detector cost ----------------------------------------------------------
 
-def _traffic(rng: random.Random, i: int, bucket: float) -> tuple[float, float, float, float]:
-    """A day-seasonal mention stream: (volume, negatives, mean sentiment, max neg. followers)."""
-    t = T0 + bucket * i
-    import math
-    lam = 30.0 * (1.0 + 0.6 * math.sin(2 * math.pi * (t % 86400) / 86400))
-    vol = float(sum(rng.random() < lam / 200 for _ in range(200)))
-    neg = float(sum(rng.random() < 0.15 for _ in range(int(vol))))
-    sent = rng.gauss(0.1, 0.4 / max(vol, 1.0) ** 0.5)
-    reach = float(int(100 / rng.random() ** 0.9)) if neg else 0.0
-    return vol, neg, sent, reach
+def traffic(rng: np.random.Generator, n_series: int, ticks: int, bucket: float,
+            rate: float) -> dict[str, np.ndarray]:
+    """Day-seasonal mention streams, (ticks, series) per field, ``rate`` mentions a bucket
+    on average (series' own rates spread evenly from nearly 0 to twice that)."""
+    t = T0 + bucket * np.arange(ticks)
+    base = rng.uniform(0.05 * rate, 1.95 * rate, n_series)
+    lam = base[None, :] * (1.0 + 0.6 * np.sin(2 * np.pi * (t % 86400) / 86400))[:, None]
+    vol = rng.poisson(lam).astype(float)
+    neg = rng.binomial(vol.astype(int), 0.15).astype(float)
+    sent = rng.normal(0.1, 0.4 / np.sqrt(np.maximum(vol, 1.0)))
+    reach = np.where(neg > 0, np.floor(100 / rng.random(vol.shape) ** 0.9), 0.0)
+    return {"t": t, "vol": vol, "neg": neg, "sent": sent, "reach": reach}
 
 
-def _xn(signal: str, vol: float, neg: float, sent: float, reach: float) -> tuple[float, float]:
-    return {"volume": (vol, 1.0), "negative_volume": (neg, 1.0),
-            "negative_share": (neg, vol), "sentiment": (sent, vol),
-            "reach": (reach, max(neg, 1.0))}[signal]
+def feed(signal: str, s: dict[str, np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+    vol, neg = s["vol"][k], s["neg"][k]
+    ones = np.ones_like(vol)
+    return {"volume": (vol, ones), "negative_volume": (neg, vol), "negative_share": (neg, vol),
+            "sentiment": (s["sent"][k], vol), "reach": (s["reach"][k], ones)}[signal]
 
 
-def warm_set(bucket: float = 60.0, days: float = 1.5, seed: int = 7) -> tuple[dict, list]:
-    """One series' detectors for every signal, warmed on simulated traffic."""
-    rng = random.Random(seed)
-    dets = {s: registry.make(s, bucket=bucket, warmup=86400, min_volume=20)
-            for s in registry.SIGNALS}
+def bags(rng: np.random.Generator, vol: np.ndarray, vocab: int = 300) -> list[dict[str, int]]:
+    """Term counts per series: ~8 kept terms per mention from a Zipf-ish vocabulary."""
+    out = []
+    for v in vol.astype(int):
+        words = np.minimum(rng.zipf(1.3, v * 8), vocab) if v else []
+        bag: dict[str, int] = {}
+        for w in words:
+            key = f"w{w}"
+            bag[key] = bag.get(key, 0) + 1
+        out.append(bag)
+    return out
+
+
+def warm_banks(n_series: int, rate: float, bucket: float = 60.0, days: float = 1.2,
+               seed: int = 7) -> tuple[dict, TermDetector, dict[str, np.ndarray], int, float]:
+    """A bank per signal (and terms) of ``n_series`` slots, warmed on simulated traffic;
+    also the bytes the banks hold in memory (traced allocations, the stream excluded)."""
+    rng = np.random.default_rng(seed)
+    warm = int(days * 86400 / bucket)
+    stream = traffic(rng, n_series, warm + 200, bucket, rate)
+    tracemalloc.start()
+    banks = {s: registry.make(s, bucket=bucket, warmup=86400, min_volume=20) for s in SIGNALS}
     terms = TermDetector(bucket=bucket, warmup=86400)
-    n = int(days * 86400 / bucket)
-    stream = [_traffic(rng, i, bucket) for i in range(n + 3500)]
-    vocab = [f"w{k}" for k in range(300)] + ["outage", "recall", "breach"]
-    for i in range(n):
-        vol, neg, sent, reach = stream[i]
-        t = T0 + bucket * i
-        for s, d in dets.items():
-            x, m = _xn(s, vol, neg, sent, reach)
-            d.score_one(t, x, m)
-            d.learn_one(t, x, m)
-        if i % 10 == 0 or i > n - 50:  # terms: cheaper warm-up, same state shape
-            bag = _bag(rng, vocab, int(vol))
-            terms.score_terms(t, bag, int(vol))
-            terms.learn_terms(t, bag, int(vol))
-    return {"dets": dets, "terms": terms, "n": n, "vocab": vocab}, stream
+    slots = np.arange(n_series, dtype=np.intp)
+    for bank in [*banks.values(), terms]:
+        for _ in range(n_series):
+            bank.add()
+    for k in range(warm):
+        t = float(stream["t"][k])
+        for s, bank in banks.items():
+            x, n = feed(s, stream, k)
+            bank.score(t, slots, x, n)
+            bank.learn(t, slots, x, n)
+        if k % 30 == 0 or k > warm - 30:  # terms: a cheaper warm-up, the same state shape
+            b = bags(rng, stream["vol"][k])
+            terms.score(t, slots, b, stream["vol"][k])
+            terms.learn(t, slots, b, stream["vol"][k])
+    held = float(tracemalloc.get_traced_memory()[0])
+    tracemalloc.stop()
+    return banks, terms, stream, warm, held
 
 
-def _bag(rng: random.Random, vocab: list[str], vol: int) -> dict[str, int]:
-    bag: dict[str, int] = {}
-    for _ in range(vol * 8):  # ~8 kept terms per mention, Zipf-ish vocabulary
-        w = vocab[min(int(rng.paretovariate(1.1)) - 1, len(vocab) - 1)]
-        bag[w] = bag.get(w, 0) + 1
-    return bag
-
-
-def cost_table(bucket: float = 60.0, updates: int = 3000) -> list[tuple[str, float, int]]:
-    state, stream = warm_set(bucket)
-    rng = random.Random(11)
+def cost_table(n_series: int, rate: float, bucket: float = 60.0, ticks: int = 100) -> tuple:
+    """Rows of (detector, µs per tick of one series, ms per tick of n_series, pickled
+    bytes/series); one tick of every bank at once (ms); KiB held in memory per series."""
     rows = []
-    n0 = state["n"]
-    for s, det in state["dets"].items():
-        d = pickle.loads(pickle.dumps(det))
+    one, one_terms, one_stream, w1, _ = warm_banks(1, rate, bucket)
+    many, many_terms, stream, w, held = warm_banks(n_series, rate, bucket)
+    rng = np.random.default_rng(11)
+    s1 = np.zeros(1, np.intp)
+    sn = np.arange(n_series, dtype=np.intp)
+    for s in SIGNALS:
+        b1, bn = one[s], many[s]
         start = time.perf_counter()
-        for i in range(updates):
-            vol, neg, sent, reach = stream[n0 + i]
-            x, m = _xn(s, vol, neg, sent, reach)
-            t = T0 + bucket * (n0 + i)
-            d.score_one(t, x, m)
-            d.learn_one(t, x, m)
-        us = (time.perf_counter() - start) / updates * 1e6
-        rows.append((s, us, len(pickle.dumps(d))))
-    td = pickle.loads(pickle.dumps(state["terms"]))
-    bags = [_bag(rng, state["vocab"], int(stream[n0 + i][0])) for i in range(300)]
+        for k in range(w1, w1 + ticks):
+            x, n = feed(s, one_stream, k)
+            b1.score(float(one_stream["t"][k]), s1, x, n)
+            b1.learn(float(one_stream["t"][k]), s1, x, n)
+        us = (time.perf_counter() - start) / ticks * 1e6
+        best = math.inf
+        for k in range(w, w + 20):
+            x, n = feed(s, stream, k)
+            start = time.perf_counter()
+            bn.score(float(stream["t"][k]), sn, x, n)
+            bn.learn(float(stream["t"][k]), sn, x, n)
+            best = min(best, time.perf_counter() - start)
+        rows.append((s, us, best * 1e3, len(pickle.dumps(bn)) / n_series))
+    b1 = [bags(rng, one_stream["vol"][k]) for k in range(w1, w1 + ticks)]
     start = time.perf_counter()
-    for i, bag in enumerate(bags):
-        t = T0 + bucket * (n0 + i)
-        vol = sum(bag.values()) // 8
-        td.score_terms(t, bag, vol)
-        td.learn_terms(t, bag, vol)
-    us = (time.perf_counter() - start) / len(bags) * 1e6
-    rows.append((f"terms ({sum(len(b) for b in bags) // len(bags)} distinct terms/bucket)", us,
-                 len(pickle.dumps(td))))
-    return rows
+    for i, k in enumerate(range(w1, w1 + ticks)):
+        one_terms.score(float(one_stream["t"][k]), s1, b1[i], one_stream["vol"][k])
+        one_terms.learn(float(one_stream["t"][k]), s1, b1[i], one_stream["vol"][k])
+    us = (time.perf_counter() - start) / ticks * 1e6
+    best = math.inf
+    for k in range(w, w + 5):
+        bn = bags(rng, stream["vol"][k])
+        start = time.perf_counter()
+        many_terms.score(float(stream["t"][k]), sn, bn, stream["vol"][k])
+        many_terms.learn(float(stream["t"][k]), sn, bn, stream["vol"][k])
+        best = min(best, time.perf_counter() - start)
+    distinct = sum(len(b) for b in bn) / n_series
+    rows.append((f"terms ({distinct:.0f} distinct terms/series)", us, best * 1e3,
+                 len(pickle.dumps(many_terms)) / n_series))
+    return rows, tick_all(many, many_terms, stream, w, rng), held / n_series / 1024
 
 
 def extract_cost() -> float:
@@ -181,42 +187,29 @@ def extract_cost() -> float:
     return best
 
 
-def tick_10k(series: int, bucket: float = 60.0) -> tuple[float, float, int, float]:
-    """One bucket tick of ``series`` series, every signal on (terms on a 5-term bucket)."""
-    state, _stream = warm_set(bucket)
-    blob = pickle.dumps(state["dets"])
-    tblob = pickle.dumps(state["terms"])
-    tracemalloc.start()
-    fleet = [(pickle.loads(blob), pickle.loads(tblob)) for _ in range(series)]
-    resident = tracemalloc.get_traced_memory()[0] / series
-    tracemalloc.stop()
-    n0 = state["n"]
-    t = T0 + bucket * n0
-    rng = random.Random(5)
-    # most series are quiet: a handful of mentions a minute
-    inputs = []
-    for _ in range(series):
-        vol = float(rng.randint(0, 6))
-        neg = float(sum(rng.random() < 0.15 for _ in range(int(vol))))
-        inputs.append((vol, neg, rng.gauss(0.1, 0.2), 500.0 if neg else 0.0,
-                       {f"w{rng.randint(0, 40)}": 1 for _ in range(int(vol) * 3)}))
-    start = time.perf_counter()
-    for (dets, terms), (vol, neg, sent, reach, bag) in zip(fleet, inputs, strict=True):
-        for s, d in dets.items():
-            x, m = _xn(s, vol, neg, sent, reach)
-            d.score_one(t, x, m)
-            d.learn_one(t, x, m)
-        terms.score_terms(t, bag, int(vol))
-        terms.learn_terms(t, bag, int(vol))
-    ms = (time.perf_counter() - start) * 1e3
-    return ms, len(blob) + len(tblob), series, resident
+def tick_all(banks: dict, terms: TermDetector, stream: dict[str, np.ndarray], w: int,
+             rng: np.random.Generator) -> float:
+    """One bucket tick of every bank (all signals and terms), best of five, in ms."""
+    slots = np.arange(len(stream["vol"][0]), dtype=np.intp)
+    best = math.inf
+    for k in range(w + 20, w + 25):
+        t = float(stream["t"][k])
+        b = bags(rng, stream["vol"][k])
+        start = time.perf_counter()
+        for s, bank in banks.items():
+            x, n = feed(s, stream, k)
+            bank.score(t, slots, x, n)
+            bank.learn(t, slots, x, n)
+        terms.score(t, slots, b, stream["vol"][k])
+        terms.learn(t, slots, b, stream["vol"][k])
+        best = min(best, time.perf_counter() - start)
+    return best * 1e3
 
 
 def run_nab(data: Path, out: Path, thr: float) -> None:
-    secs, rows = replay_nab(data, out, thr)
-    print(f"NAB realTweets, volume detector, balanced threshold {thr!r} (p = {1 - thr:.0e})")
-    print(f"  replay: {rows} rows in {secs:.2f} s of detector time "
-          f"({secs / rows * 1e6:.1f} µs per row, score_one + learn_one)")
+    wall, detect, buckets = replay_nab(data, out)
+    print(f"NAB realTweets through the pipeline, balanced threshold {thr!r} (p = {1 - thr:.0e})")
+    print(f"  replay: {buckets} buckets in {wall:.2f} s ({detect:.2f} s in the detect stage)")
     print(nab_table(out, thr))
     best = nab_table(out, None)
     print("for reference only, thresholds optimised on this data (an upper bound):")
@@ -229,6 +222,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=NAB / "realTweets")
     ap.add_argument("--out", type=Path, default=None, help="keep the NAB layout here")
     ap.add_argument("--series", type=int, default=10_000)
+    ap.add_argument("--rate", type=float, default=3.0,
+                    help="mean mentions per series per 1-minute bucket (most series are quiet)")
     ap.add_argument("--skip-costs", action="store_true")
     ap.add_argument("--skip-nab", action="store_true")
     args = ap.parse_args()
@@ -238,19 +233,21 @@ def main() -> None:
             run_nab(args.data, args.out or Path(tmp), thr)
     if args.skip_costs:
         return
-    print("\nper-detector cost (60 s buckets, warmed on 1.5 days of simulated traffic)")
-    print(f"  {'detector':44} {'µs/update':>10} {'bytes/series':>13}")
-    total = 0
-    for name, us, size in cost_table():
+    n = args.series
+    print(f"\ndetector banks (60 s buckets, {args.rate:g} mentions a bucket per series on "
+          "average, warmed on 1.2 days of simulated traffic)")
+    print(f"  {'detector':40} {'µs/tick, 1 series':>18} {f'ms/tick, {n} series':>22} "
+          f"{'bytes/series':>13}")
+    rows, ms, kib = cost_table(n, args.rate)
+    total = 0.0
+    for name, us, ms_n, size in rows:
         total += size
-        print(f"  {name:44} {us:10.1f} {size:13d}")
-    print(f"  {'all signals':44} {'':>10} {total:13d}")
+        print(f"  {name:40} {us:18.1f} {ms_n:22.2f} {size:13.0f}")
+    print(f"  {'all signals':40} {'':>18} {'':>22} {total:13.0f}")
     print(f"  extract_terms: {extract_cost():.1f} µs per mention (best of 5)")
-    ms, size, n, resident = tick_10k(args.series)
-    print(f"\none bucket tick, {n} series, every signal on: {ms:.0f} ms "
-          f"({ms / n * 1e3:.0f} µs per series); state per series: {size} bytes pickled, "
-          f"{resident / 1024:.0f} KiB in memory ({resident * n / 2**20:.0f} MiB in all)")
-
+    print(f"\none bucket tick, {n} series, every signal on: {ms:.1f} ms "
+          f"({ms / n * 1e3:.1f} µs per series); {kib:.0f} KiB in memory per series "
+          f"({kib * n / 1024:.0f} MiB in all)")
 
 if __name__ == "__main__":
     main()

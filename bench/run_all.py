@@ -75,18 +75,20 @@ def pipeline_rows(quick: bool) -> list[Row]:
 
 
 def detection_rows() -> list[Row]:
-    """bench_detection.py's per-detector update cost and its 10,000-series detector tick."""
+    """bench_detection.py's per-bank tick cost and its 10,000-series tick of every bank."""
     out = _child(["bench/bench_detection.py", "--skip-nab"])
     rows: list[Row] = []
     for line in out.splitlines():
-        m = re.match(r"\s+(\S.*?)\s{2,}([\d.]+)\s+(\d+)\s*$", line)
+        m = re.match(r"\s+(\S.*?)\s{2,}([\d.]+)\s+([\d.]+)\s+(\d+)\s*$", line)
         if m:
-            rows.append((f"detector update: {m.group(1)}", f"{m.group(2)} µs",
-                         f"{m.group(3)} bytes/series pickled"))
+            rows.append((f"detector bank: {m.group(1)}", f"{m.group(3)} ms",
+                         f"10,000 series a tick; {m.group(2)} µs for one; "
+                         f"{m.group(4)} bytes/series pickled"))
         m = re.match(r"\s+extract_terms: ([\d.]+) µs", line)
         if m:
             rows.append(("term extraction per mention", f"{m.group(1)} µs", "bench_detection"))
-        m = re.match(r"one bucket tick, (\d+) series, every signal on: (\d+) ms \((\d+) µs", line)
+        m = re.match(r"one bucket tick, (\d+) series, every signal on: ([\d.]+) ms \(([\d.]+) µs",
+                     line)
         if m:
             rows.append((f"detector tick, {int(m.group(1)):,} series (detectors only)",
                          f"{m.group(2)} ms", f"{m.group(3)} µs per series; bench_detection"))
