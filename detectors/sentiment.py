@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from detectors._stats import normal_isf, normal_sf_array
+from detectors._stats import normal_isf, normal_sf
 from detectors._twoscale import TwoScale
 from detectors.base import Band, FloatArray, Slots
 
@@ -116,7 +116,7 @@ class SentimentDetector(TwoScale):
               pooled: bool) -> tuple[FloatArray, FloatArray]:
         tau2 = self.tau2[slots]
         sd = np.sqrt(self.s2[slots] / n + (tau2 * self.pool_tau if pooled else tau2))
-        pm = normal_sf_array((self.m[slots] - level) / sd)
+        pm = normal_sf((self.m[slots] - level) / sd)
         return self._gate(pm, level, sd, slots, pooled), pm
 
     def _fit(self, slots: Slots, x: FloatArray, n: FloatArray, w: FloatArray,

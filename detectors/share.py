@@ -7,7 +7,7 @@ import math
 import numpy as np
 from scipy.special import betainc, gammaln
 
-from detectors._stats import normal_isf, normal_sf_array
+from detectors._stats import normal_isf, normal_sf
 from detectors._twoscale import TwoScale
 from detectors.base import Band, FloatArray, Slots
 
@@ -160,7 +160,7 @@ class ShareDetector(TwoScale):
         q = self.q[slots]
         sd = np.sqrt(ne * self.qv[slots])
         z = ne * (level - q) / sd
-        pm = normal_sf_array(z)
+        pm = normal_sf(z)
         far = np.flatnonzero(z >= 1.0)
         if len(far):
             pm[far] = _binom_upper(level[far] * ne[far], ne[far], q[far])

@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import yaml
 
-from detectors._stats import P_FLOOR, nb_upper_midp_array
+from detectors._stats import P_FLOOR, nb_upper_midp
 from detectors.base import Bank, FloatArray, Slots
 
 __all__ = ["STOP_WORDS", "Lexicon", "TermDetector", "TermScore", "extract_terms", "load_lexicon"]
@@ -411,7 +411,7 @@ class TermDetector(Bank):
         e = volumes[pos] * np.where(share > floor, share, floor)
         phi = np.where(lex, self.lexicon_dispersion, self.term_dispersion)
         near = np.flatnonzero(c - e >= 2.0 * np.sqrt(e + phi * e * e))  # under 2 sd: no alert
-        p = nb_upper_midp_array(c[near], e[near], phi[near]) * mult[near]
+        p = nb_upper_midp(c[near], e[near], phi[near]) * mult[near]
         out: dict[int, list[TermScore]] = {}
         for k, pk in zip(near.tolist(), p.tolist(), strict=True):
             if pk >= 1.0:

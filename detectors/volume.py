@@ -10,8 +10,8 @@ from detectors._stats import (
     P_FLOOR,
     ew_alpha,
     nb_quantile,
-    nb_upper_midp_array,
-    normal_sf_array,
+    nb_upper_midp,
+    normal_sf,
 )
 from detectors._window import HOUR, Hold, Records
 from detectors.base import Band, Bank, FloatArray, Slots
@@ -270,10 +270,6 @@ class SeasonalCountDetector(Bank):
             p[deep] = np.maximum(p[deep], np.minimum(p_rec, self.record_cap))
         return season, dw, mu, phi, p
 
-    def pvalue(self, t: float, x: float, slot: int = 0) -> float:
-        """Tail probability of ``x`` for a slot (both tests, no excursion hold)."""
-        return float(self._evaluate(t, np.array([slot], np.intp), np.array([float(x)]))[4][0])
-
     def score(self, t: float, slots: Slots, x: FloatArray, n: FloatArray) -> FloatArray:
         """``1 − p`` of each ``x``, conditional on any excursion in progress; 0 if cold."""
         ev = self._evaluate(t, slots, x)
@@ -442,8 +438,8 @@ class SeasonalCountDetector(Bank):
 def _nb_tail(x: FloatArray, mu: FloatArray, phi: FloatArray) -> FloatArray:
     """Upper mid-p tail; a normal approximation where it is nowhere near alerting."""
     sd = np.sqrt(mu + phi * mu * mu)
-    p = np.minimum(normal_sf_array((x - mu + 0.5) / sd), 1.0)
+    p = np.minimum(normal_sf((x - mu + 0.5) / sd), 1.0)
     far = x - mu >= sd
     if np.count_nonzero(far):
-        p[far] = nb_upper_midp_array(x[far], mu[far], phi[far])
+        p[far] = nb_upper_midp(x[far], mu[far], phi[far])
     return p
