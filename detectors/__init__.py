@@ -1,7 +1,9 @@
 """Online anomaly detectors for crisis signals, one per file, river style.
 
-Every detector scores a bucket (``score_one``) before learning it
-(``learn_one``) and returns a calibrated ``1 − p``, so one threshold
+Every detector is a bank (``base.Bank``): one signal for many series, as
+arrays indexed by slot, so a tick of every series is one vectorised
+``score`` then ``learn`` (``score_one`` / ``learn_one`` drive a single series).
+Scores are a calibrated ``1 − p``, so one threshold
 (``registry.threshold_for``) means the same on every series and signal:
 
 - ``volume.SeasonalCountDetector`` — mention counts and negative counts:
@@ -16,5 +18,5 @@ Every detector scores a bucket (``score_one``) before learning it
   their own share, bounded memory, YAML crisis lexicon (``lexicon.yaml``).
 
 ``registry.make`` builds them for the pipeline; ``bench/bench_detection.py``
-measures them (NAB scores, µs per update, bytes per series).
+measures them (NAB scores, ms per tick at one and 10,000 series, bytes per series).
 """
