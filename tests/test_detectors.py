@@ -346,3 +346,19 @@ def test_two_weeks_of_growth_and_weekends_page_nobody():
         det = registry.make(signal, bucket=b, warmup=DAY, min_volume=20)
         scores = feed(det, times, xs, ns)
         assert np.sum(scores >= BALANCED) == 0, signal
+
+
+def test_a_holiday_and_the_day_after_page_nobody():
+    """A weekday at a third of its usual volume (a holiday), then business as usual."""
+    rng = np.random.default_rng(16)
+    b = 60.0
+    times = T0 + b * np.arange(int(12 * DAY / b))
+    holiday = ((times - T0) // DAY) == 8
+    means = np.array([daily_mean(t, 40.0) for t in times]) * np.where(holiday, 0.33, 1.0)
+    vol = nb_counts(rng, means, 0.05)
+    det = registry.make("volume", bucket=b, warmup=DAY, min_volume=20)
+    scores = feed(det, times, vol)
+    assert np.sum(scores >= BALANCED) == 0
+    # the quiet day lowered the level, and the ordinary days after it lift it back
+    t = times[-1] + b
+    assert det.expected(t) == pytest.approx(daily_mean(t, 40.0), rel=0.3)
