@@ -19,6 +19,8 @@ from detectors._stats import P_FLOOR, ew_alpha
 from detectors._window import HOUR, Hold, Records, record_gate
 from detectors.base import Bank, FloatArray, Slots
 
+DAY = 86400.0
+
 __all__ = ["TwoScale"]
 
 #: A bucket's evaluation, kept from ``score`` for ``learn``: whether each slot
@@ -65,9 +67,18 @@ class TwoScale(Bank):
     sign: float
 
     def __init__(
-        self, *, bucket: float, warmup: float, min_volume: int, window: float,
-        half_life: float, hold: float, hold_p: float, clip_z: float, record_window: float,
-        record_cap: float,
+        self,
+        *,
+        bucket: float = 60.0,
+        warmup: float = DAY,
+        min_volume: int = 20,
+        window: float = 3 * HOUR,
+        half_life: float = 3 * DAY,
+        hold: float = 6 * HOUR,
+        hold_p: float = 1e-3,
+        clip_z: float = 3.0,
+        record_window: float = 5 * DAY,
+        record_cap: float = 1e-2,
     ) -> None:
         super().__init__()
         self.bucket = float(bucket)
@@ -94,8 +105,13 @@ class TwoScale(Bank):
         self._state("n_seen", 0.0)  # buckets learnt (with mentions)
         self._state("t_first", math.nan)  # first bucket with mentions
         self._state("last_t", 0.0)  # last bucket learnt
+        self._declare()
 
     # -- the subclass's model ---------------------------------------------------------
+    def _declare(self) -> None:
+        """Declare the model's own per-series state (``_state``), once, at construction."""
+        raise NotImplementedError
+
     def _mass(self, x: FloatArray, n: FloatArray) -> FloatArray:
         """What the pooled window adds up of a bucket's value ``x`` of ``n`` mentions."""
         raise NotImplementedError

@@ -12,8 +12,6 @@ from detectors.base import Band, FloatArray, Slots
 
 __all__ = ["SentimentDetector"]
 
-DAY = 86400.0
-
 
 class SentimentDetector(TwoScale):
     """Is the mean sentiment of a bucket — or of the last hours — unusually negative?
@@ -81,25 +79,7 @@ class SentimentDetector(TwoScale):
 
     sign = -1.0
 
-    def __init__(
-        self,
-        *,
-        bucket: float = 60.0,
-        warmup: float = DAY,
-        min_volume: int = 20,
-        window: float = 3 * 3600.0,
-        half_life: float = 3 * DAY,
-        hold: float = 6 * 3600.0,
-        hold_p: float = 1e-3,
-        clip_z: float = 3.0,
-        record_window: float = 5 * DAY,
-        record_cap: float = 1e-2,
-    ) -> None:
-        super().__init__(
-            bucket=bucket, warmup=warmup, min_volume=min_volume, window=window,
-            half_life=half_life, hold=hold, hold_p=hold_p, clip_z=clip_z,
-            record_window=record_window, record_cap=record_cap,
-        )
+    def _declare(self) -> None:
         # typ_n (the EW number of scored mentions) is the typical bucket size
         self._state("m", 0.0)  # EW mean of x (n-weighted)
         self._state("s2", 0.25)  # per-mention variance σ² (prior: a wide spread)

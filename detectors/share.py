@@ -13,8 +13,6 @@ from detectors.base import Band, FloatArray, Slots
 
 __all__ = ["ShareDetector"]
 
-DAY = 86400.0
-
 
 def _binom_upper(k: FloatArray, n: FloatArray, q: FloatArray) -> FloatArray:
     """Mid-p ``P(X > k) + ½P(X = k)`` for ``X ~ Binomial(n, q)``, real-valued ``k, n > 0``.
@@ -118,25 +116,7 @@ class ShareDetector(TwoScale):
 
     sign = 1.0
 
-    def __init__(
-        self,
-        *,
-        bucket: float = 60.0,
-        warmup: float = DAY,
-        min_volume: int = 20,
-        window: float = 3 * 3600.0,
-        half_life: float = 3 * DAY,
-        hold: float = 6 * 3600.0,
-        hold_p: float = 1e-3,
-        clip_z: float = 3.0,
-        record_window: float = 5 * DAY,
-        record_cap: float = 1e-2,
-    ) -> None:
-        super().__init__(
-            bucket=bucket, warmup=warmup, min_volume=min_volume, window=window,
-            half_life=half_life, hold=hold, hold_p=hold_p, clip_z=clip_z,
-            record_window=record_window, record_cap=record_cap,
-        )
+    def _declare(self) -> None:
         # typ_n (the EW number of mentions) is the denominator of the share.
         # π, its clipped value, π(1 − π) and ρ change only when a bucket is
         # learnt, so they are kept rather than derived at every score.
