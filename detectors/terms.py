@@ -396,17 +396,27 @@ class TermDetector(Bank):
         j = np.flatnonzero((ev.counts >= self.min_count) & live[ev.pos])
         if not len(j):
             return {}
-        cat = self.lexicon.category
-        terms = ev.terms(bags, j)
-        lex = np.fromiter((w in cat for w in terms), bool, len(terms))
         pos, col, c = ev.pos[j], ev.col[j], ev.counts[j]
-        mult = ev.lens[pos].astype(np.float64)  # Bonferroni over distinct terms
-        for i in set(pos[lex].tolist()):  # … or over the lexicon terms present
-            mult[lex & (pos == i)] = sum(1 for w in bags[i] if w in cat) or 1
         owner = slots[pos]
         den = self.den[owner]
         num = np.where(col >= 0, self.num[owner, np.maximum(col, 0)], 0.0)
         share = np.divide(num, den, out=np.zeros_like(num), where=den > 0.0)
+        # Before reading any term: drop the entries under two standard deviations
+        # even with the lower floor and dispersion of the two kinds (a superset of
+        # what the test below keeps), so the usual words of a busy series cost no
+        # string work.
+        e = volumes[pos] * np.maximum(share, min(self.lexicon_floor, self.novel_floor))
+        phi = min(self.lexicon_dispersion, self.term_dispersion)
+        maybe = np.flatnonzero(c - e >= 2.0 * np.sqrt(e + phi * e * e))
+        if not len(maybe):
+            return {}
+        j, pos, c, owner, share = j[maybe], pos[maybe], c[maybe], owner[maybe], share[maybe]
+        cat = self.lexicon.category
+        terms = ev.terms(bags, j)
+        lex = np.fromiter((w in cat for w in terms), bool, len(terms))
+        mult = ev.lens[pos].astype(np.float64)  # Bonferroni over distinct terms
+        for i in set(pos[lex].tolist()):  # … or over the lexicon terms present
+            mult[lex & (pos == i)] = sum(1 for w in bags[i] if w in cat) or 1
         floor = np.where(lex, self.lexicon_floor, self.novel_floor)
         e = volumes[pos] * np.where(share > floor, share, floor)
         phi = np.where(lex, self.lexicon_dispersion, self.term_dispersion)
