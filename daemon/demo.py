@@ -27,6 +27,7 @@ BRAND = "northwind"
 START = 1772409600.0  # 2026-03-02 00:00 UTC, a Monday
 DAY = 86400.0
 CRISIS_AT = START + 5 * DAY + 14 * 3600 + 5 * 60  # Saturday 14:05 UTC
+WEEK_OFFSET = 3  # 1970-01-01 was a Thursday: (days + 3) % 7 is 0 on Mondays
 
 PRODUCTS = ["kettle", "toaster", "blender", "air fryer", "coffee maker", "mixer"]
 NORMAL = [
@@ -56,14 +57,36 @@ CRISIS = [
 AUTHORS = [f"user{i:04d}" for i in range(3000)]
 
 
-def _rate(ts: float) -> float:
-    """Expected mentions per minute: daily cycle, weekend dip, slow growth."""
-    hour = (ts % DAY) / 3600.0
-    daily = 0.15 + 0.85 * max(0.0, math.sin(math.pi * (hour - 6.0) / 16.0)) ** 1.5
-    weekday = int((ts - START) // DAY) % 7
-    weekly = 0.7 if weekday >= 5 else 1.0
-    growth = 1.0 + 0.02 * (ts - START) / DAY
-    return 6.0 * daily * weekly * growth
+@dataclass(frozen=True, slots=True)
+class Traffic:
+    """The normal rhythm of a brand's mentions: how many, when, how bursty.
+
+    ``peak`` mentions a minute at the daily high (about 14:00 at ``utc_offset``
+    hours from UTC), ``night`` of that at the low, ``weekend`` of the weekday
+    level on Saturdays and Sundays, ``growth`` a day of slow linear growth
+    from the stream's start. Counts are Gamma–Poisson with shape ``shape``: the smaller,
+    the more over-dispersed. ``unscored`` of the mentions come without a
+    sentiment score, for the pipeline's own scorer.
+    """
+
+    peak: float = 6.0
+    night: float = 0.15
+    weekend: float = 0.7
+    growth: float = 0.02
+    utc_offset: float = 0.0
+    shape: float = 8.0
+    unscored: float = 0.1
+
+    def rate(self, ts: float, start: float) -> float:
+        """Expected mentions per minute at ``ts``: daily cycle, weekend dip, slow growth."""
+        local = ts + self.utc_offset * 3600.0
+        hour = (local % DAY) / 3600.0
+        daily = self.night + (1.0 - self.night) * max(
+            0.0, math.sin(math.pi * (hour - 6.0) / 16.0)) ** 1.5
+        weekday = int((local // DAY) + WEEK_OFFSET) % 7
+        weekly = self.weekend if weekday >= 5 else 1.0
+        growth = 1.0 + self.growth * (ts - start) / DAY
+        return self.peak * daily * weekly * growth
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +94,10 @@ class Storm:
     """A crisis breaking in the stream: when, on which channel, what people say.
 
     ``spark`` is the first, high-reach mention that sets it off (optional).
-    The extra volume rises within minutes to about ``peak`` mentions a
-    minute and decays over a few hours, or stops after ``duration`` seconds.
+    The extra volume rises to about ``peak`` mentions a minute with time
+    constant ``rise`` minutes and decays with ``decay`` minutes (minutes and
+    hours for a storm; hours and hours for a slow burn), or stops after
+    ``duration`` seconds.
     """
 
     at: float
@@ -81,13 +106,15 @@ class Storm:
     peak: float = 60.0
     spark: dict[str, Any] | None = None
     duration: float | None = None
+    rise: float = 8.0
+    decay: float = 90.0
 
     def rate(self, ts: float) -> float:
         """Extra mentions per minute at ``ts``: fast rise, slow decay (and an end)."""
         dt = (ts - self.at) / 60.0
         if dt < 0 or (self.duration is not None and dt * 60.0 >= self.duration):
             return 0.0
-        return self.peak * (1.0 - math.exp(-dt / 8.0)) * math.exp(-dt / 90.0)
+        return self.peak * (1.0 - math.exp(-dt / self.rise)) * math.exp(-dt / self.decay)
 
 
 RECALL = Storm(
@@ -111,7 +138,8 @@ RECALL = Storm(
 
 
 def _mention(
-    rng: random.Random, ts: float, n: int, template: tuple[str, float], brand: str, channel: str
+    rng: random.Random, ts: float, n: int, template: tuple[str, float], brand: str, channel: str,
+    unscored: float,
 ) -> dict[str, Any]:
     text, tone = template
     followers = int(rng.lognormvariate(5.0, 1.6))
@@ -126,7 +154,7 @@ def _mention(
         "lang": "en",
         "url": f"https://example.invalid/{channel}/{n}",
     }
-    if rng.random() >= 0.1:
+    if rng.random() >= unscored:
         record["sentiment"] = max(-1.0, min(1.0, round(tone + rng.gauss(0, 0.15), 3)))
     return record
 
@@ -137,31 +165,33 @@ def mentions(
     *,
     brand: str = BRAND,
     start: float = START,
-    storm: Storm = RECALL,
+    storm: Storm | None = RECALL,
+    traffic: Traffic = Traffic(),
     channels: tuple[tuple[str, float], ...] = (("twitter", 0.75), ("facebook", 0.25)),
 ) -> Iterator[dict[str, Any]]:
     """The stream, in time order, as JSON-ready mention records.
 
     The defaults are the demo week; ``crisisd drill`` passes its own brand,
-    start and storm to rehearse a playbook through the whole pipeline.
+    start and storm to rehearse a playbook through the whole pipeline, and
+    ``bench/bench_scenarios.py`` many brands' traffic, with or without one.
     """
     rng = random.Random(seed)
     n = 0
-    spark = dict(storm.spark, brand=brand) if storm.spark else None
+    spark = dict(storm.spark, brand=brand) if storm and storm.spark else None
     for minute in range(int(days * DAY / 60)):
         t0 = start + minute * 60.0
         for channel, share in channels:
             # Gamma-Poisson: counts over-dispersed like real mention volume.
-            lam = rng.gammavariate(8.0, _rate(t0) * share / 8.0)
+            lam = rng.gammavariate(traffic.shape, traffic.rate(t0, start) * share / traffic.shape)
             count = _poisson(rng, lam)
-            crisis = _poisson(rng, storm.rate(t0)) if channel == storm.channel else 0
+            crisis = _poisson(rng, storm.rate(t0)) if storm and channel == storm.channel else 0
             stamps = sorted(t0 + rng.random() * 60.0 for _ in range(count + crisis))
             kinds = [False] * count + [True] * crisis
             rng.shuffle(kinds)
             for ts, is_crisis in zip(stamps, kinds, strict=True):
                 n += 1
-                template = rng.choice(storm.texts if is_crisis else NORMAL)
-                yield _mention(rng, ts, n, template, brand, channel)
+                template = rng.choice(storm.texts if storm and is_crisis else NORMAL)
+                yield _mention(rng, ts, n, template, brand, channel, traffic.unscored)
         if spark is not None and t0 <= spark["ts"] < t0 + 60.0:
             n += 1
             yield spark
