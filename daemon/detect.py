@@ -21,7 +21,7 @@ import structlog
 from daemon.config import DetectionConfig
 from daemon.domain import Anomaly, Bucket, SeriesKey, Severity
 from detectors import registry
-from detectors.base import Detector
+from detectors.base import Band, Detector
 from detectors.terms import TermDetector
 
 log = structlog.get_logger("crisisd.detect")
@@ -53,8 +53,19 @@ def signals_for(bucket: Bucket, enabled: list[str]) -> list[str]:
     return out
 
 
+#: Signals that are negative by what they measure, whatever the rest of the bucket says:
+#: the biggest negative audience, the negatives' count and share, and sentiment (this
+#: detector alerts only on a fall). A big account's complaint in a bucket of praise is
+#: still a complaint.
+NEGATIVE_SIGNALS = frozenset({"reach", "negative_volume", "negative_share", "sentiment"})
+
+
 def tone(bucket: Bucket) -> str:
-    """How the bucket reads: ``negative``, ``positive`` or ``neutral``."""
+    """How the bucket reads: ``negative``, ``positive`` or ``neutral``.
+
+    Volume and term anomalies take this tone (a launch's spike reads
+    positive); the signals in :data:`NEGATIVE_SIGNALS` are negative anyway.
+    """
     if not bucket.sentiment_n:
         return "neutral"
     if bucket.negative and bucket.negative >= bucket.positive:
@@ -110,15 +121,18 @@ def _feed(signal: str, col: _Columns) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 class _Fired(NamedTuple):
-    """A signal (or term) of one bucket that crossed the threshold."""
+    """A signal (or term) of one bucket that crossed the threshold.
+
+    ``band`` is the normal band at the alert threshold as the baseline stood
+    *before* it learnt this bucket: after, a record detector's record is the
+    alert itself ("expected 5,000,000").
+    """
 
     signal: str
     shown: float
     score: float
-    bank: Detector | None  # None for a term
-    slot: int
+    band: Band
     category: str | None = None
-    expected: float = 0.0
 
 
 @dataclass(slots=True)
@@ -265,6 +279,11 @@ class DetectStage:
             if watch:
                 self._elevated(signal, bank, buckets, watch, pos, slots, scores, warm, shown,
                                elevated)
+            for j in np.flatnonzero(alert).tolist():
+                k = j if pos is None else int(pos[j])
+                band = bank.band(t, 1.0 - self.threshold, int(slots[j]))
+                fired.setdefault(k, []).append(
+                    _Fired(signal, float(shown[j]), float(scores[j]), band))
             bank.learn(t, slots, x, n)
             self._log_ready(cad, signal, buckets, pos, slots, warm)
             if self.on_score is not None:
@@ -272,10 +291,6 @@ class DetectStage:
                     b = buckets[k]
                     self.on_score(b.series, signal, b, float(shown[j]), float(scores[j]),
                                   bool(alert[j]))
-            for j in np.flatnonzero(alert).tolist():
-                k = j if pos is None else int(pos[j])
-                fired.setdefault(k, []).append(
-                    _Fired(signal, float(shown[j]), float(scores[j]), bank, int(slots[j])))
         if plan.terms is not None and cad.terms is not None:
             tpos, tslots = plan.terms
             idx = range(len(buckets)) if tpos is None else tpos.tolist()
@@ -285,9 +300,9 @@ class DetectStage:
                 k = idx[j]
                 for ts in found:
                     if ts.score >= self.threshold:
+                        band = Band(expected=ts.expected, low=0.0, high=ts.expected)
                         fired.setdefault(k, []).append(_Fired(
-                            f"term:{ts.term}", ts.observed, ts.score, None, 0, ts.category,
-                            ts.expected))
+                            f"term:{ts.term}", ts.observed, ts.score, band, ts.category))
             cad.terms.learn(t, tslots, bags, vols)
         for k, found in sorted(fired.items()):
             anomalies.extend(self._explain(buckets[k], found))
@@ -344,13 +359,7 @@ class DetectStage:
         top = heapq.nlargest(self.evidence_terms, bucket.terms.items(), key=lambda kv: kv[1])
         bucket_tone = tone(bucket)
         out = []
-        p = 1.0 - self.threshold
-        for signal, shown, score, bank, slot, category, term_expected in fired:
-            if bank is not None:
-                band = bank.band(bucket.start, p, slot)
-                expected, low, high = band.expected, band.low, band.high
-            else:
-                expected, low, high = term_expected, 0.0, term_expected
+        for signal, shown, score, band, category in fired:
             level = registry.severity_for(score, self.threshold) or "low"
             out.append(
                 Anomaly(
@@ -359,13 +368,13 @@ class DetectStage:
                     start=bucket.start,
                     end=bucket.end,
                     observed=shown,
-                    expected=expected,
-                    low=low,
-                    high=high,
+                    expected=band.expected,
+                    low=band.low,
+                    high=band.high,
                     score=score,
                     severity=Severity.parse(level),
-                    direction=1 if shown >= expected else -1,
-                    tone=bucket_tone,
+                    direction=1 if shown >= band.expected else -1,
+                    tone="negative" if signal in NEGATIVE_SIGNALS else bucket_tone,
                     share=surprise[signal] / total,
                     category=category,
                     top_terms=top,
