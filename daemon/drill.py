@@ -33,6 +33,8 @@ from detectors.terms import load_lexicon
 
 QUIET_BEFORE = 6 * 3600.0  # normal traffic after the warm-up, before the storm
 STORM = 3 * 3600.0  # how long the storm lasts; then the playbook's quiet period, and an hour
+SPARK_FOLLOWERS = 250_000  # the account that sets the storm off
+EXCEPTIONAL_FOLLOWERS = 5_000_000  # ... for a playbook that listens to reach: far past the usual
 
 COMPLAINTS = [
     ("{b} just lost a loyal customer. Worst experience ever, never again", -0.8),
@@ -67,7 +69,12 @@ def storm_words(playbook: Playbook) -> list[str]:
 
 
 def storm(playbook: Playbook, options: DrillOptions, at: float) -> demo.Storm:
-    """A storm the playbook should catch, set off by one high-reach mention."""
+    """A storm the playbook should catch, set off by one high-reach mention.
+
+    For a playbook that listens to ``reach`` the account is exceptional (a
+    reach anomaly needs an audience several times the biggest critic of the
+    warm-up); otherwise merely big, so the storm opens the incident.
+    """
     words = storm_words(playbook)
     texts = [
         (f"{{b}} {w} again?! This is unacceptable, {w} everywhere today", -0.8)
@@ -81,7 +88,8 @@ def storm(playbook: Playbook, options: DrillOptions, at: float) -> demo.Storm:
         "text": f"Drill: {options.brand.title()} {first}. Someone at {options.brand} "
         "needs to answer for this.",
         "author": "drill_account",
-        "followers": 250000,
+        "followers": EXCEPTIONAL_FOLLOWERS if "reach" in playbook.match.signals
+        else SPARK_FOLLOWERS,
         "sentiment": -0.85,
         "url": "https://example.invalid/drill/spark",
     }

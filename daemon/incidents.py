@@ -170,7 +170,8 @@ class IncidentManager:
             incident.playbook = route.playbook
             self._routes[incident.id] = route
             incident.timeline.append(
-                TimelineEntry(at, "playbook_switched", f"{old} → {route.playbook}", {})
+                TimelineEntry(at, "playbook_switched", f"{old} → {route.playbook}",
+                              {"severity": str(incident.severity)})
             )
             events.append(IncidentEvent(IncidentChange.PLAYBOOK_SWITCHED, at, incident, anomaly))
         if anomaly.severity > incident.severity:

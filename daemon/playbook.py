@@ -664,7 +664,10 @@ class PlaybookRouter:
 
     One open incident per brand gathers the brand's anomalies (one crisis,
     not a page storm). A new anomaly that matches a higher-priority playbook
-    than the incident's switches it — once, so an incident never flaps.
+    than the incident's switches it — once, so a response under way is not
+    reorganised again and again. An incident still at ``low`` severity is a
+    warning (a big account complaining, before any storm): the playbook it
+    leaves had not called anyone out, so that switch does not count.
     """
 
     def __init__(self, playbooks: Playbooks) -> None:
@@ -682,7 +685,8 @@ class PlaybookRouter:
         if open_incidents:
             incident = min(open_incidents, key=lambda i: i.opened_at)
             current = self.playbooks.get(incident.playbook)
-            switched = any(e.kind == "playbook_switched" for e in incident.timeline)
+            switched = any(e.kind == "playbook_switched" and e.data.get("severity") != "low"
+                           for e in incident.timeline)
             if (
                 best is not None
                 and current is not None

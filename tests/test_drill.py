@@ -21,6 +21,7 @@ NAMES = [
     "viral-complaint",
     "brand-scandal",
     "catch-all",
+    "influencer-warning",
 ]
 
 

@@ -328,6 +328,25 @@ async def test_playbook_switches_only_once(tmp_path):
     h.close()
 
 
+async def test_a_warning_gives_way_without_using_up_the_switch(tmp_path):
+    warning = (
+        "name: influencer-warning\ntitle: Big account\npriority: -10\n"
+        "match: {signals: [reach], min_severity: low, tones: [negative]}\n"
+        "steps:\n  - chat: {to: [team:pr], text: heads-up}\n"
+    )
+    h = Harness.build(tmp_path, RECALL, CATCH_ALL, warning)
+    h.feed(anomaly(T0, "reach", severity=Severity.LOW))  # a big account, no echo yet
+    incident = h.engine.incidents[INCIDENT]
+    assert incident.playbook == "influencer-warning"
+    h.feed(anomaly(T0 + 300))  # the echo: an unexplained spike
+    assert incident.playbook == "catch-all"
+    h.feed(anomaly(T0 + 600, "term:recall", terms=("recall",)))  # then what it is about
+    assert incident.playbook == "product-recall"
+    switches = [e for e in h.store.timeline(incident.id) if e.kind == "playbook_switched"]
+    assert [e.data["severity"] for e in switches] == ["low", "high"]
+    h.close()
+
+
 async def test_drill_sends_only_to_test_targets(tmp_path):
     test_target = RecordingTarget("drill")
     h = Harness.build(

@@ -214,6 +214,7 @@ def test_shipped_playbooks_validate_with_the_example_config():
         "viral-complaint",
         "brand-scandal",
         "catch-all",
+        "influencer-warning",
     }
     for path in playbook.playbook_files(REPO / "playbooks"):
         first = path.read_text().splitlines()[0]
