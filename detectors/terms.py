@@ -11,7 +11,7 @@ from importlib import resources
 from itertools import chain, repeat
 from operator import methodcaller
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -23,6 +23,7 @@ from detectors.base import Bank, FloatArray, Slots
 __all__ = ["STOP_WORDS", "Lexicon", "TermDetector", "TermScore", "extract_terms", "load_lexicon"]
 
 DAY = 86400.0
+HOUR = 3600.0
 
 STOP_WORDS = frozenset(
     """a about above after again against all am an and any are aren't as at be because been before
@@ -178,6 +179,22 @@ class _Entries:
         return [flat[j] for j in idx.tolist()]
 
 
+#: A candidate verdict: (position, term, observed, expected, p).
+_Found = tuple[int, str, float, float, float]
+
+
+class _Verdicts(NamedTuple):
+    """A tick's verdicts: what ``score`` returns and what ``learn`` needs of them.
+
+    ``news`` holds each reported term's slot, term and unconditional surprise
+    (for the hold); ``hits`` the positions whose bags hold a lexicon term.
+    """
+
+    out: dict[int, list[TermScore]]
+    news: list[tuple[int, str, float]]
+    hits: list[int]
+
+
 _VALUES = methodcaller("values")
 _MISSING = repeat(repeat(-1))  # map(get, bag, repeat(-1)): column or −1 for every term
 
@@ -203,14 +220,21 @@ class TermDetector(Bank):
       the number of distinct terms in the bucket: a merely new word does not
       alert, a word that suddenly fills the timeline does.
 
+    Lexicon terms are also counted over the last ``window`` seconds (against
+    the mentions of that window), with a Bonferroni factor of two for the two
+    scales: at a brand with a mention a minute no bucket ever holds three
+    "data breach" mentions, but an hour can, and for a crisis word that is
+    already news. A term that has alerted scores again within ``hold``
+    seconds by its probability conditional on the alert (``p / p_alert``):
+    a trickle whose count grows every minute alerts once, and again only
+    when it is a thousand times (at ``balanced``) more surprising.
+
     Memory is bounded: each series keeps the ``capacity`` terms with the
     highest decayed counts (batch-pruned Misra–Gries style when it grows 25 %
     past capacity). Counts use forward decay (Cormode et al. 2009): each count
     is stored multiplied by ``2^(t/half_life)`` (relative to a landmark), so
     the share is a plain ratio and no entry is ever touched to decay it.
-    Counts are winsorised before they are learnt, and a term that has alerted
-    scores again within ``hold`` seconds only if it is more surprising than
-    before.
+    Counts are winsorised before they are learnt.
 
     One bank holds every series (see :class:`detectors.base.Bank`), laid out
     so that a tick of 10,000 series costs milliseconds. A slot's terms map to
@@ -232,7 +256,11 @@ class TermDetector(Bank):
     capacity
         Terms kept per series.
     min_count
-        A term needs at least this many mentions in a bucket to score.
+        A term needs at least this many mentions in a bucket (a lexicon
+        term: or in the window) to score.
+    window
+        The lexicon terms' second scale (default an hour; the bucket length
+        turns it off).
     half_life
         Memory of the term shares.
     report
@@ -259,6 +287,7 @@ class TermDetector(Bank):
         lexicon: Lexicon | str | Path | None = None,
         capacity: int = 256,
         min_count: int = 3,
+        window: float = HOUR,
         half_life: float = 3 * DAY,
         lexicon_floor: float = 1e-4,
         novel_floor: float = 0.02,
@@ -282,6 +311,16 @@ class TermDetector(Bank):
         self.term_dispersion = term_dispersion
         self.hold = float(hold)
         self.report = report
+        self.window = float(window)
+        self.k = max(1, round(self.window / self.bucket))  # buckets in the window
+        self._lexkeys = frozenset(self.lexicon.category)
+        # mentions of the last k buckets learnt (a ring) and their sum
+        self._state("vring", 0.0, (self.k,))
+        self._state("vring_i", 0, dtype=np.intp)
+        self._state("vsum", 0.0)
+        # (slot, lexicon term) -> [(time, count)] of the buckets learnt within the window
+        self.recent: dict[tuple[int, str], list[tuple[float, int]]] = {}
+        self._recent_limit = 64  # stale keys are dropped when there are more
         self._state("den", 0.0)  # forward-decayed Σ volume
         self._state("t_first", math.nan)  # first bucket learnt (nan: none yet)
         self._state("last_t", 0.0)  # last bucket learnt
@@ -308,7 +347,7 @@ class TermDetector(Bank):
         lengths[: self.size] = [len(t) for t in self._tables]
         state["num"] = state["num"][np.arange(state["num"].shape[1]) < lengths[:, None]]
         state["_tables"] = [list(t) for t in self._tables]
-        del state["_gets"]
+        del state["_gets"], state["_lexkeys"]
         if self.lexicon is _DEFAULT:
             state["lexicon"] = None  # the shipped lexicon is reloaded, not pickled per bank
         return state
@@ -320,6 +359,7 @@ class TermDetector(Bank):
         self.__dict__.update(state)
         if self.lexicon is None:
             self.lexicon = _default_lexicon()
+        self._lexkeys = frozenset(self.lexicon.category)
         self._tables = [{sys.intern(w): k for k, w in enumerate(ts)} for ts in terms]
         self._gets = [t.get for t in self._tables]
         lengths = np.zeros(self._capacity, np.intp)
@@ -390,12 +430,48 @@ class TermDetector(Bank):
         return _Entries(pos=pos, col=col, counts=counts, lens=lens, start=np.cumsum(lens) - lens)
 
     def _verdicts(self, t: float, slots: Slots, bags: Sequence[Mapping[str, int]],
-                  volumes: FloatArray, ev: _Entries) -> dict[int, list[TermScore]]:
-        """Scores reaching ``report``, by position; only terms with ``min_count`` are tested."""
+                  volumes: FloatArray, ev: _Entries) -> _Verdicts:
+        """Scores reaching ``report``, by position, and what ``learn`` needs of them."""
         live = self.is_warm(slots) & (volumes > 0)
+        found = self._bucket_scale(slots, bags, volumes, ev, live)
+        hits: list[int] = []
+        if self.k > 1:  # the bags with a lexicon term: usually few (a C-level test per bag)
+            disjoint = np.fromiter(map(self._lexkeys.isdisjoint, bags), bool, len(bags))
+            hits = np.flatnonzero(~disjoint).tolist()
+            if hits:
+                found += self._window_scale(t, slots, bags, volumes, live, hits)
+        found.sort(key=lambda f: f[4])  # the most surprising scale of a term first
+        out: dict[int, list[TermScore]] = {}
+        news: list[tuple[int, str, float]] = []
+        seen: set[tuple[int, str]] = set()
+        for i, w, c, e, p in found:
+            if (i, w) in seen:
+                continue
+            seen.add((i, w))
+            owner = int(slots[i])
+            s = -math.log(p if p > 1e-300 else 1e-300)
+            last = self.alerts.get((owner, w))
+            if last is not None and t - last[0] < self.hold:
+                if s <= last[1]:
+                    continue  # no news: the term already alerted more strongly
+                p = math.exp(last[1] - s)  # conditional on the alert: p / p_alert
+            score = 1.0 - (p if p > P_FLOOR else P_FLOOR)
+            if score >= self.report:
+                news.append((owner, w, s))
+                out.setdefault(i, []).append(TermScore(
+                    term=w, category=self.lexicon.category.get(w), observed=int(c),
+                    expected=float(e), score=score))
+        for terms in out.values():
+            terms.sort(key=lambda ts: ts.score, reverse=True)
+        return _Verdicts(out, news, hits)
+
+    def _bucket_scale(self, slots: Slots, bags: Sequence[Mapping[str, int]],
+                      volumes: FloatArray, ev: _Entries, live: npt.NDArray[np.bool_]
+                      ) -> list[_Found]:
+        """The bucket's terms with ``min_count`` mentions that are at all surprising."""
         j = np.flatnonzero((ev.counts >= self.min_count) & live[ev.pos])
         if not len(j):
-            return {}
+            return []
         pos, col, c = ev.pos[j], ev.col[j], ev.counts[j]
         owner = slots[pos]
         den = self.den[owner]
@@ -409,36 +485,50 @@ class TermDetector(Bank):
         phi = min(self.lexicon_dispersion, self.term_dispersion)
         maybe = np.flatnonzero(c - e >= 2.0 * np.sqrt(e + phi * e * e))
         if not len(maybe):
-            return {}
-        j, pos, c, owner, share = j[maybe], pos[maybe], c[maybe], owner[maybe], share[maybe]
+            return []
+        j, pos, c, share = j[maybe], pos[maybe], c[maybe], share[maybe]
         cat = self.lexicon.category
         terms = ev.terms(bags, j)
         lex = np.fromiter((w in cat for w in terms), bool, len(terms))
         mult = ev.lens[pos].astype(np.float64)  # Bonferroni over distinct terms
-        for i in set(pos[lex].tolist()):  # … or over the lexicon terms present
-            mult[lex & (pos == i)] = sum(1 for w in bags[i] if w in cat) or 1
+        for i in set(pos[lex].tolist()):  # … or over the lexicon terms present, at two scales
+            mult[lex & (pos == i)] = (sum(1 for w in bags[i] if w in cat) or 1) * (
+                2.0 if self.k > 1 else 1.0)
         floor = np.where(lex, self.lexicon_floor, self.novel_floor)
         e = volumes[pos] * np.where(share > floor, share, floor)
         phi = np.where(lex, self.lexicon_dispersion, self.term_dispersion)
         near = np.flatnonzero(c - e >= 2.0 * np.sqrt(e + phi * e * e))  # under 2 sd: no alert
         p = nb_upper_midp(c[near], e[near], phi[near]) * mult[near]
-        out: dict[int, list[TermScore]] = {}
-        for k, pk in zip(near.tolist(), p.tolist(), strict=True):
-            if pk >= 1.0:
+        return [(int(pos[k]), terms[k], float(c[k]), float(e[k]), pk)
+                for k, pk in zip(near.tolist(), p.tolist(), strict=True) if pk < 1.0]
+
+    def _window_scale(self, t: float, slots: Slots, bags: Sequence[Mapping[str, int]],
+                      volumes: FloatArray, live: npt.NDArray[np.bool_], hits: list[int]
+                      ) -> list[_Found]:
+        """Lexicon terms counted over the window (this bucket and those learnt before it)."""
+        cutoff = t - self.window + 0.5 * self.bucket
+        rows: list[tuple[int, str, float, float, float]] = []
+        for i in hits:
+            if not live[i]:
                 continue
-            i, w = int(pos[k]), terms[k]
-            s = -math.log(pk if pk > 1e-300 else 1e-300)
-            last = self.alerts.get((int(owner[k]), w))
-            if last is not None and t - last[0] < self.hold and s <= last[1]:
-                continue  # no news: the term already alerted more strongly
-            score = 1.0 - (pk if pk > P_FLOOR else P_FLOOR)
-            if score >= self.report:
-                out.setdefault(i, []).append(TermScore(
-                    term=w, category=cat.get(w), observed=int(c[k]), expected=float(e[k]),
-                    score=score))
-        for found in out.values():
-            found.sort(key=lambda ts: ts.score, reverse=True)
-        return out
+            s, bag = int(slots[i]), bags[i]
+            words = self._lexkeys.intersection(bag)
+            pooled = float(self.vsum[s] - self.vring[s, self.vring_i[s]] + volumes[i])
+            den, get = float(self.den[s]), self._gets[s]
+            for w in words:
+                c = bag[w] + sum(n for at, n in self.recent.get((s, w), ()) if at > cutoff)
+                if c < self.min_count:
+                    continue
+                col = get(w, -1)
+                share = float(self.num[s, col]) / den if col >= 0 and den > 0.0 else 0.0
+                rows.append((i, w, float(c), pooled * max(share, self.lexicon_floor),
+                             2.0 * len(words)))
+        if not rows:
+            return []
+        c, e, mult = np.array([r[2:] for r in rows]).T
+        p = nb_upper_midp(c, e, np.full(len(c), self.lexicon_dispersion)) * mult
+        return [(i, w, ci, ei, pk) for (i, w, ci, ei, _), pk in zip(rows, p.tolist(), strict=True)
+                if pk < 1.0]
 
     def score(self, t: float, slots: Slots, bags: Sequence[Mapping[str, int]],
               volumes: FloatArray) -> dict[int, list[TermScore]]:
@@ -450,9 +540,9 @@ class TermDetector(Bank):
         """
         volumes = np.asarray(volumes, np.float64)
         ev = self._entries(slots, bags)
-        out = self._verdicts(t, slots, bags, volumes, ev)
-        self._keep(t, slots, bags, volumes, (ev, out))
-        return out
+        verdicts = self._verdicts(t, slots, bags, volumes, ev)
+        self._keep(t, slots, bags, volumes, (ev, verdicts))
+        return verdicts.out
 
     def learn(self, t: float, slots: Slots, bags: Sequence[Mapping[str, int]],
               volumes: FloatArray) -> None:
@@ -465,10 +555,12 @@ class TermDetector(Bank):
         kept = self._kept(t, slots, bags, volumes)
         if kept is None:
             ev = self._entries(slots, bags)
-            out = self._verdicts(t, slots, bags, volumes, ev)
+            verdicts = self._verdicts(t, slots, bags, volumes, ev)
         else:
-            ev, out = kept
-        self._remember(t, slots, out)
+            ev, verdicts = kept
+        self._remember(t, verdicts.news)
+        if self.k > 1:
+            self._push_window(t, slots, bags, volumes, verdicts.hits)
         g = self._weight(t)
         pos, col, c = ev.pos, ev.col, ev.counts
         den = self.den[slots]
@@ -496,12 +588,33 @@ class TermDetector(Bank):
         self.t_first[slots] = np.where(np.isnan(first), t, first)
         self.last_t[slots] = t
 
-    def _remember(self, t: float, slots: Slots, out: dict[int, list[TermScore]]) -> None:
-        """Record the bucket's alerts for the hold; drop expired ones now and then."""
-        for i, found in out.items():
-            s = int(slots[i])
-            for ts in found:
-                self.alerts[(s, ts.term)] = (t, -math.log(max(1.0 - ts.score, 1e-300)))
+    def _push_window(self, t: float, slots: Slots, bags: Sequence[Mapping[str, int]],
+                     volumes: FloatArray, hits: list[int]) -> None:
+        """Move the window on: the buckets' mentions into the ring, their lexicon terms listed."""
+        j = self.vring_i[slots]
+        self.vsum[slots] += volumes - self.vring[slots, j]
+        self.vring[slots, j] = volumes
+        j = (j + 1) % self.k
+        self.vring_i[slots] = j
+        wrapped = slots[j == 0]
+        if len(wrapped):  # re-add now and then against float drift
+            self.vsum[wrapped] = self.vring[wrapped].sum(axis=1)
+        cutoff = t - self.window + 1.5 * self.bucket  # what the next bucket still counts
+        recent = self.recent
+        for i in hits:
+            s, bag = int(slots[i]), bags[i]
+            for w in self._lexkeys.intersection(bag):
+                kept = [e for e in recent.get((s, w), ()) if e[0] > cutoff]
+                kept.append((t, bag[w]))
+                recent[(s, w)] = kept
+        if len(recent) > self._recent_limit:  # amortised: drop the terms gone quiet
+            self.recent = {k: v for k, v in recent.items() if v[-1][0] > cutoff}
+            self._recent_limit = max(64, 2 * len(self.recent))
+
+    def _remember(self, t: float, news: list[tuple[int, str, float]]) -> None:
+        """Record the bucket's alerts (their unconditional surprise) for the hold."""
+        for owner, w, s in news:
+            self.alerts[(owner, w)] = (t, s)
         if len(self.alerts) > self._alerts_limit:
             self.alerts = {k: a for k, a in self.alerts.items() if t - a[0] < self.hold}
             self._alerts_limit = max(64, 2 * len(self.alerts))  # amortised: O(1) per alert

@@ -84,6 +84,34 @@ def test_a_handful_of_crisis_words_at_low_volume_is_a_crisis():
     assert hit.expected < 0.1
 
 
+def test_a_trickle_of_crisis_words_at_a_small_brand_is_a_crisis_within_the_hour():
+    # A mention a minute: no bucket ever holds three "data breach" mentions, an hour does.
+    rng = random.Random(5)
+    det = TermDetector(bucket=60, warmup=DAY)
+    t = T0
+    for _ in range(int(1.2 * DAY / 60)):
+        bag = chatter(rng, 1)
+        det.score_terms(t, bag, 1)
+        det.learn_terms(t, bag, 1)
+        t += 60
+    start, alerts, quiet_word = t, [], []
+    for minute in range(180):
+        bag = chatter(rng, 1)
+        if minute % 4 == 0:  # a "data breach" mention every four minutes, and a new word
+            bag.update({"data breach": 1, "breach": 1, "data": 1, "zyzzyva": 1})
+        found = det.score_terms(t, bag, 2 if minute % 4 == 0 else 1)
+        alerts += [(t - start, s) for s in found if s.term == "data breach" and s.score >= 0.999]
+        quiet_word += [s for s in found if s.term == "zyzzyva" and s.score >= 0.999]
+        det.learn_terms(t, bag, 2 if minute % 4 == 0 else 1)
+        t += 60
+    assert alerts, "the trickle never alerted"
+    first_after, first = alerts[0]
+    assert first_after <= 8 * 60  # the third mention
+    assert first.category == "security" and first.observed == 3
+    assert len(alerts) <= 3  # it grows every minute, yet re-alerts only a thousand times worse
+    assert quiet_word == []  # a new ordinary word at the same pace is not news
+
+
 def test_a_merely_new_word_is_not_but_a_trending_one_is():
     det, t = warmed()
     bag = chatter(random.Random(2), 40)
