@@ -129,7 +129,12 @@ class Hold(Bank):
     With ``conditional=True`` an escalation is scored by its conditional tail
     probability ``min(1, p / p_peak)`` (``p_peak`` the most surprising bucket
     held): a storm alerts again only when it gets worse by the alert
-    threshold's own factor, not when it merely edges past its peak.
+    threshold's own factor, not when it merely edges past its peak. With
+    ``escalate`` as well, a bucket ``escalate`` times more surprising than
+    the last alert keeps its own ``p``: a storm first seen at ``low``
+    severity alerts again as it reaches ``high`` (ten times less likely),
+    however smoothly it climbs, so a playbook that waits for ``high`` still
+    hears of it.
 
     Examples
     --------
@@ -144,11 +149,17 @@ class Hold(Bank):
     ([1.0], array([0.01]))
     """
 
-    def __init__(self, *, hold: float, hold_p: float, conditional: bool = False) -> None:
+    def __init__(self, *, hold: float, hold_p: float, conditional: bool = False,
+                 escalate: float | None = None) -> None:
         super().__init__()
-        self.rec: Records = self._part(Records(max(1, round(hold / HOUR))))
+        hours = max(1, round(hold / HOUR))
+        self.rec: Records = self._part(Records(hours))  # surprise of every bucket
         self.surprise = -math.log(hold_p)
         self.conditional = conditional
+        self.escalate = escalate
+        # surprise of the buckets that alerted (passed the gate below hold_p): escalation
+        # is judged against what was last said, not against a ramp's previous bucket
+        self.told: Records | None = self._part(Records(hours)) if escalate else None
 
     def gate(self, slots: Slots, t: float, p: FloatArray) -> FloatArray:
         """``p`` where it is news at ``t``; while a bigger surprise is held, 1 (or ``p/p_peak``)."""
@@ -159,7 +170,14 @@ class Hold(Bank):
             return p
         p = p.copy()
         if self.conditional:
-            p[held] = np.minimum(p[held] * np.exp(np.minimum(peak[held], 700.0)), 1.0)
+            ph = p[held]
+            cond = ph * np.exp(np.minimum(peak[held], 700.0))
+            if self.told is not None and self.escalate is not None:
+                self.told.roll(slots, t)
+                told = np.minimum(self.told.peak(slots)[held], 700.0)
+                worse = ph * np.exp(told) * self.escalate <= 1.0  # a tier past the last alert
+                cond = np.where(worse, ph, cond)
+            p[held] = np.minimum(cond, 1.0)
         else:
             p[held & (-np.log(np.maximum(p, 1e-300)) <= peak)] = 1.0
         return p
@@ -171,6 +189,13 @@ class Hold(Bank):
 
     def push(self, slots: Slots, t: float, p: FloatArray) -> None:
         """Record the (ungated) tail probabilities of the buckets just learnt."""
+        if self.told is not None:  # what the gate let through, as it did when they scored
+            g = self.gate(slots, t, p)
+            said = g < math.exp(-self.surprise)
+            if np.count_nonzero(said):
+                self.told.push(slots, t, -np.log(np.maximum(g, 1e-300)), mask=said)
+            else:
+                self.told.roll(slots, t)
         self.rec.push(slots, t, -np.log(np.maximum(p, 1e-300)))
 
 

@@ -59,18 +59,21 @@ class SeasonalCountDetector(Bank):
     become the new normal); when a fast level stays ``shift_ratio`` away from
     the baseline for ``shift_after`` seconds the baseline jumps to it (a real
     permanent change is learnt within hours). The records get the same care:
-    during an alerted excursion a sum enters them at most ``record_growth``
+    during an excursion (an alert held, or buckets the seasonal model already
+    finds past ``record_cap``) a sum enters them at most ``record_growth``
     times what they held when it began, so last week's storm does not mask
-    this week's (on NAB this keeps the score within a few points when the
-    record window moves a day either way, where it fell by seven).
+    this week's, and a storm that climbs for hours does not walk the record
+    up ahead of itself.
 
     One alert per excursion: after a bucket with ``p < hold_p``, for ``hold``
     seconds a bucket is scored by its conditional tail probability ``min(1,
     p / p_peak)``, ``p_peak`` being the most surprising bucket since. A storm
-    pages once, at its start, and again only if it grows by the threshold's
-    own factor (``p`` a thousand times smaller at ``balanced``), not each time
-    it edges past its peak. Half a day covers a storm; the daemon's incident
-    dedup covers the rest of an open incident.
+    alerts once, at its start, and again when it grows a severity tier
+    (``p`` ten times smaller than its peak: it then keeps its own ``p``), not
+    each time it edges past its peak. A storm first seen at ``low`` severity
+    therefore still reaches the playbooks that wait for ``high``. Half a day
+    covers a storm; the daemon's incident dedup covers the rest of an open
+    incident.
 
     Parameters
     ----------
@@ -94,15 +97,18 @@ class SeasonalCountDetector(Bank):
     record_cap
         Tail probability below which the record test is required.
     record_growth
-        During an alerted excursion (the hold is on, or the bucket itself is
-        past ``hold_p``) a sum enters the records at most ``record_growth``
-        times the records at the excursion's start: like the winsorised
-        baseline, an anomaly does not define normal for the next one (a storm
-        five days ago does not mask today's), yet a series whose bursts keep
+        During an excursion (the hold is on, or the bucket's tail
+        probability is below ``record_cap``) a sum enters the records at most
+        ``record_growth`` times the records at the excursion's start: like the
+        winsorised baseline, an anomaly does not define normal for the next
+        one (a storm five days ago does not mask today's, a ramp does not
+        raise the bar it is judged by), yet a series whose bursts keep
         growing still raises its records, by this factor per excursion.
-    hold, hold_p
-        Excursion hold: how long (default twelve hours), and from which tail
-        probability on.
+    hold, hold_p, escalate
+        Excursion hold: how long (default twelve hours), from which tail
+        probability on, and how many times more surprising than the
+        excursion's peak a bucket must be to alert again with its own ``p``
+        (ten: one severity tier; see :class:`detectors._window.Hold`).
     level_half_life, season_half_life, week_half_life, dispersion_half_life
         Memory of the seasonal model's parts.
     min_dispersion
@@ -154,6 +160,7 @@ class SeasonalCountDetector(Bank):
         record_growth: float = 2.0,
         hold: float = DAY / 2,
         hold_p: float = 1e-3,
+        escalate: float = 10.0,
         level_half_life: float = DAY,
         season_half_life: float = 7 * DAY,
         week_half_life: float = 21 * DAY,
@@ -191,7 +198,8 @@ class SeasonalCountDetector(Bank):
         hours = max(1, round(record_window / HOUR))
         self.rec1: Records = self._part(Records(hours))  # five-minute sums
         self.rec_h: Records = self._part(Records(hours))  # one-hour sums
-        self.hold: Hold = self._part(Hold(hold=hold, hold_p=hold_p, conditional=True))
+        self.hold: Hold = self._part(Hold(hold=hold, hold_p=hold_p, conditional=True,
+                                          escalate=escalate))
         # seasonal model, per series
         self._state("n", 0.0)  # buckets learnt
         self._state("lvl_num", 0.0)  # EW Σ x      (level = lvl_num / lvl_den)
@@ -301,7 +309,8 @@ class SeasonalCountDetector(Bank):
             a = self.a_level
             self.g_x[g] += a * (x[some] - self.g_x[g])
             self.g_n[g] += a * (n[some] - self.g_n[g])
-        self._push_sums(t, slots, x, warm & self.hold.excursion(slots, t, p))
+        excursion = self.hold.excursion(slots, t, p) | (p < self.record_cap)
+        self._push_sums(t, slots, x, warm & excursion)
         p = p.copy()
         p[~warm] = 1.0
         self.hold.push(slots, t, p)

@@ -122,7 +122,7 @@ def test_volume_spike_scores_high_and_is_not_absorbed():
     assert det.expected(t) == pytest.approx(daily_mean(t), rel=0.3)
 
 
-def test_volume_storm_pages_once_even_as_it_grows_then_a_new_storm_pages_again():
+def test_volume_storm_alerts_again_only_ten_times_worse_then_a_new_storm_alerts_again():
     times, means, xs = seasonal_stream(9, seed=1)
     det = make_volume()
     start = int((6 * DAY + 15 * 3600) / B)
@@ -134,8 +134,24 @@ def test_volume_storm_pages_once_even_as_it_grows_then_a_new_storm_pages_again()
     xs[nxt:nxt + 24] = means[nxt:nxt + 24] * 40
     scores = feed(det, times, xs)
     assert scores[start] >= BALANCED
-    assert np.sum(scores[storm] >= BALANCED) == 1  # growing 4× is not a new page
+    told = scores[storm][scores[storm] >= BALANCED]
+    # growing 4× is heard once more (p ten times smaller than at the alert), not every bucket
+    assert len(told) == 2 and (1 - told[1]) * 10 <= 1 - told[0]
     assert np.max(scores[nxt:nxt + 24]) >= BALANCED
+
+
+def test_volume_storm_first_seen_low_alerts_again_when_it_reaches_high():
+    times, means, xs = seasonal_stream(8, seed=1)
+    det = make_volume()
+    start = int((6 * DAY + 15 * 3600) / B)
+    ramp = slice(start, start + 24)  # two hours climbing from 1.6× to 8× the afternoon
+    xs = xs.copy()
+    xs[ramp] = np.round(means[ramp] * np.linspace(1.6, 8.0, 24))
+    scores = feed(det, times, xs)
+    alerts = [registry.severity_for(s, BALANCED) for s in scores[ramp] if s >= BALANCED]
+    assert alerts[0] == "low"  # noticed early, when it is merely unusual
+    assert "high" in alerts or "critical" in alerts  # and heard again as it becomes a storm
+    assert len(alerts) <= 4  # a tier at a time, not every bucket
 
 
 def test_volume_learns_a_permanent_level_shift_within_a_day():
