@@ -202,7 +202,7 @@ class DetectStage:
             if bank is None:
                 bank = cad.banks[signal] = registry.make(
                     signal, bucket=cad.length, warmup=self.cfg.warmup,
-                    min_volume=self.cfg.min_volume,
+                    min_volume=self.cfg.min_volume, threshold=self.threshold,
                 )
             slots[signal] = bank.add()
         term_slot = None

@@ -100,15 +100,20 @@ class Records(Bank):
         self.cur[rows] = np.maximum(self.cur[rows], x)
         self.cur_n[rows] += 1.0
 
-    def tail(self, slots: Slots, x: FloatArray, alpha: float, per: float = 1.0) -> FloatArray:
+    def tail(self, slots: Slots, x: FloatArray, alpha: float, per: float = 1.0,
+             cap: FloatArray | None = None) -> FloatArray:
         """``P(X ≥ x)``: ``1/(N + 1)`` at the window maximum, Pareto beyond and below.
 
         ``N`` is the number of values pushed, divided by ``per`` when they are
         sliding sums overlapping ``per`` pushes each (so ``N`` counts
-        independent-ish periods, not buckets); ``p = 1`` while empty.
+        independent-ish periods, not buckets); ``p = 1`` while empty. Where
+        ``cap`` is not NaN the maximum is taken as at most ``cap`` (the record
+        before an excursion, for judging the excursion itself).
         """
         n = self.values(slots) / per
         m = self.peak(slots)
+        if cap is not None:
+            m = np.fmin(m, cap)  # fmin: a NaN cap leaves the maximum as it is
         with np.errstate(invalid="ignore", over="ignore"):
             p = np.minimum(((m + 1.0) / (x + 1.0)) ** alpha / (n + 1.0), 1.0)
         p[n <= 0.0] = 1.0
@@ -130,11 +135,11 @@ class Hold(Bank):
     probability ``min(1, p / p_peak)`` (``p_peak`` the most surprising bucket
     held): a storm alerts again only when it gets worse by the alert
     threshold's own factor, not when it merely edges past its peak. With
-    ``escalate`` as well, a bucket ``escalate`` times more surprising than
-    the last alert keeps its own ``p``: a storm first seen at ``low``
-    severity alerts again as it reaches ``high`` (ten times less likely),
-    however smoothly it climbs, so a playbook that waits for ``high`` still
-    hears of it.
+    ``escalate`` (the tail probabilities where severity tiers begin) as well,
+    a bucket past a tier boundary that the last alert was not past keeps its
+    own ``p``: a storm first seen at ``low`` severity alerts again as it
+    reaches ``high``, however smoothly it climbs, so a playbook that waits
+    for ``high`` still hears of it.
 
     Examples
     --------
@@ -150,13 +155,14 @@ class Hold(Bank):
     """
 
     def __init__(self, *, hold: float, hold_p: float, conditional: bool = False,
-                 escalate: float | None = None) -> None:
+                 escalate: tuple[float, ...] = ()) -> None:
         super().__init__()
         hours = max(1, round(hold / HOUR))
         self.rec: Records = self._part(Records(hours))  # surprise of every bucket
         self.surprise = -math.log(hold_p)
         self.conditional = conditional
-        self.escalate = escalate
+        # -ln of the tier boundaries, with a tolerance for 1 − x rounding (as severity_for)
+        self.tiers = -np.log(np.asarray(escalate, np.float64) * (1.0 + 1e-6))
         # surprise of the buckets that alerted (passed the gate below hold_p): escalation
         # is judged against what was last said, not against a ramp's previous bucket
         self.told: Records | None = self._part(Records(hours)) if escalate else None
@@ -172,20 +178,26 @@ class Hold(Bank):
         if self.conditional:
             ph = p[held]
             cond = ph * np.exp(np.minimum(peak[held], 700.0))
-            if self.told is not None and self.escalate is not None:
+            if self.told is not None:
                 self.told.roll(slots, t)
                 told = np.minimum(self.told.peak(slots)[held], 700.0)
-                worse = ph * np.exp(told) * self.escalate <= 1.0  # a tier past the last alert
+                now = -np.log(np.maximum(ph, 1e-300))
+                # a tier boundary between the last alert and this bucket: news
+                worse = ((now[:, None] >= self.tiers) & (told[:, None] < self.tiers)).any(axis=1)
                 cond = np.where(worse, ph, cond)
             p[held] = np.minimum(cond, 1.0)
         else:
             p[held & (-np.log(np.maximum(p, 1e-300)) <= peak)] = 1.0
         return p
 
+    def held(self, slots: Slots, t: float) -> np.ndarray:
+        """Where an alert is being held at ``t`` (an alerted excursion is on)."""
+        self.rec.roll(slots, t)
+        return self.rec.peak(slots) >= self.surprise
+
     def excursion(self, slots: Slots, t: float, p: FloatArray) -> np.ndarray:
         """Where an alerted excursion is on at ``t``: held, or ``p`` itself past ``hold_p``."""
-        self.rec.roll(slots, t)
-        return (self.rec.peak(slots) >= self.surprise) | (p < math.exp(-self.surprise))
+        return self.held(slots, t) | (p < math.exp(-self.surprise))
 
     def push(self, slots: Slots, t: float, p: FloatArray) -> None:
         """Record the (ungated) tail probabilities of the buckets just learnt."""

@@ -46,7 +46,8 @@ HIGH_FACTOR = 10.0
 CRITICAL_FACTOR = 1000.0
 
 
-def make(signal: str, *, bucket: float, warmup: float, min_volume: int) -> Detector:
+def make(signal: str, *, bucket: float, warmup: float, min_volume: int,
+         threshold: float = THRESHOLDS["balanced"]) -> Detector:
     """Build the detector for one signal of one series.
 
     Parameters
@@ -67,11 +68,15 @@ def make(signal: str, *, bucket: float, warmup: float, min_volume: int) -> Detec
     min_volume
         The floor: shares and means of fewer mentions are not scored, and a
         negative-volume alert needs at least a quarter of it in negatives.
+    threshold
+        The alert threshold: a count storm alerts again as it reaches each of
+        its severity tiers.
     """
+    tiers = tuple((1.0 - threshold) / f for f in (HIGH_FACTOR, CRITICAL_FACTOR))
     if signal == "volume":
-        return SeasonalCountDetector(bucket=bucket, warmup=warmup)
+        return SeasonalCountDetector(bucket=bucket, warmup=warmup, escalate=tiers)
     if signal == "negative_volume":
-        return SeasonalCountDetector(bucket=bucket, warmup=warmup,
+        return SeasonalCountDetector(bucket=bucket, warmup=warmup, escalate=tiers,
                                      min_count=max(1, min_volume // 4), share_gate=True)
     if signal == "negative_share":
         return ShareDetector(bucket=bucket, warmup=warmup, min_volume=min_volume)

@@ -68,9 +68,9 @@ class SeasonalCountDetector(Bank):
     One alert per excursion: after a bucket with ``p < hold_p``, for ``hold``
     seconds a bucket is scored by its conditional tail probability ``min(1,
     p / p_peak)``, ``p_peak`` being the most surprising bucket since. A storm
-    alerts once, at its start, and again when it grows a severity tier
-    (``p`` ten times smaller than its peak: it then keeps its own ``p``), not
-    each time it edges past its peak. A storm first seen at ``low`` severity
+    alerts once, at its start, and again when it reaches a higher severity
+    tier than its last alert (it then keeps its own ``p``), not each time it
+    edges past its peak. A storm first seen at ``low`` severity
     therefore still reaches the playbooks that wait for ``high``. Half a day
     covers a storm; the daemon's incident dedup covers the rest of an open
     incident.
@@ -106,9 +106,11 @@ class SeasonalCountDetector(Bank):
         growing still raises its records, by this factor per excursion.
     hold, hold_p, escalate
         Excursion hold: how long (default twelve hours), from which tail
-        probability on, and how many times more surprising than the
-        excursion's peak a bucket must be to alert again with its own ``p``
-        (ten: one severity tier; see :class:`detectors._window.Hold`).
+        probability on, and the tail probabilities where the severity tiers
+        begin (``high`` and ``critical`` at ``balanced``; the registry passes
+        those of the configured threshold): a bucket past one that the last
+        alert was not past alerts again with its own ``p`` (see
+        :class:`detectors._window.Hold`).
     level_half_life, season_half_life, week_half_life, dispersion_half_life
         Memory of the seasonal model's parts.
     min_dispersion
@@ -160,7 +162,7 @@ class SeasonalCountDetector(Bank):
         record_growth: float = 2.0,
         hold: float = DAY / 2,
         hold_p: float = 1e-3,
-        escalate: float = 10.0,
+        escalate: tuple[float, ...] = (1e-4, 1e-6),
         level_half_life: float = DAY,
         season_half_life: float = 7 * DAY,
         week_half_life: float = 21 * DAY,
@@ -270,10 +272,15 @@ class SeasonalCountDetector(Bank):
         p = _nb_tail(x, mu, phi)
         deep = p < self.record_cap
         if np.count_nonzero(deep):
+            # an alerted excursion is judged against the records from before it began
+            # (its own buckets raise them, within record_growth, for the next ones only)
             s, xd, a = slots[deep], x[deep], self.tail_index
-            p_rec = self.rec1.tail(s, self.short_sum[s] + xd, a, self.k1)
+            held = self.hold.held(s, t)
+            b1 = np.where(held, self.base1[s], math.nan)
+            p_rec = self.rec1.tail(s, self.short_sum[s] + xd, a, self.k1, b1)
             if self.k > 1:
-                ph = self.rec_h.tail(s, self.ring_sum[s] + xd, a, self.k1)
+                bh = np.where(held, self.base_h[s], math.nan)
+                ph = self.rec_h.tail(s, self.ring_sum[s] + xd, a, self.k1, bh)
                 p_rec = 2.0 * np.minimum(p_rec, ph)
             p[deep] = np.maximum(p[deep], np.minimum(p_rec, self.record_cap))
         return season, dw, mu, phi, p
