@@ -92,8 +92,8 @@ class SeasonalCountDetector(Bank):
         the median over days and over the ten NAB Twitter series is 3.0
         (series medians 1.1 to 3.8). A per-series online estimate scored
         worse than this pooled value (too noisy at 120 maxima). NAB itself
-        scores higher at 4 to 5 (78 against 74 standard); the estimate is
-        kept, as a value picked by the benchmark would not carry over.
+        scores higher with a larger index; the estimate is kept, as a value
+        picked by the benchmark would not carry over.
     record_cap
         Tail probability below which the record test is required.
     record_growth
