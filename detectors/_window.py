@@ -199,15 +199,17 @@ class Hold(Bank):
         """Where an alerted excursion is on at ``t``: held, or ``p`` itself past ``hold_p``."""
         return self.held(slots, t) | (p < math.exp(-self.surprise))
 
-    def push(self, slots: Slots, t: float, p: FloatArray) -> None:
-        """Record the (ungated) tail probabilities of the buckets just learnt."""
+    def push(self, slots: Slots, t: float, p: FloatArray, said: FloatArray | None = None) -> None:
+        """Record the (ungated) tail probabilities of the buckets just learnt.
+
+        ``said`` is what the detector reported of them (``1 − score``), when
+        it kept that from scoring; otherwise the gate is asked again.
+        """
         if self.told is not None:  # what the gate let through, as it did when they scored
-            g = self.gate(slots, t, p)
+            g = said if said is not None else self.gate(slots, t, p)
             said = g < math.exp(-self.surprise)
-            if np.count_nonzero(said):
+            if np.count_nonzero(said):  # (reads roll the window first: nothing to do otherwise)
                 self.told.push(slots, t, -np.log(np.maximum(g, 1e-300)), mask=said)
-            else:
-                self.told.roll(slots, t)
         self.rec.push(slots, t, -np.log(np.maximum(p, 1e-300)))
 
 

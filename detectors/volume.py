@@ -275,11 +275,12 @@ class SeasonalCountDetector(Bank):
             # an alerted excursion is judged against the records from before it began
             # (its own buckets raise them, within record_growth, for the next ones only)
             s, xd, a = slots[deep], x[deep], self.tail_index
-            held = self.hold.held(s, t)
-            b1 = np.where(held, self.base1[s], math.nan)
+            b1, bh = self.base1[s], self.base_h[s]
+            if not np.isnan(b1).all():  # some excursion is on: which of them alerted?
+                held = self.hold.held(s, t)
+                b1, bh = np.where(held, b1, math.nan), np.where(held, bh, math.nan)
             p_rec = self.rec1.tail(s, self.short_sum[s] + xd, a, self.k1, b1)
             if self.k > 1:
-                bh = np.where(held, self.base_h[s], math.nan)
                 ph = self.rec_h.tail(s, self.ring_sum[s] + xd, a, self.k1, bh)
                 p_rec = 2.0 * np.minimum(p_rec, ph)
             p[deep] = np.maximum(p[deep], np.minimum(p_rec, self.record_cap))
@@ -288,7 +289,6 @@ class SeasonalCountDetector(Bank):
     def score(self, t: float, slots: Slots, x: FloatArray, n: FloatArray) -> FloatArray:
         """``1 − p`` of each ``x``, conditional on any excursion in progress; 0 if cold."""
         ev = self._evaluate(t, slots, x)
-        self._keep(t, slots, x, n, ev)
         score = 1.0 - np.maximum(self.hold.gate(slots, t, ev[4]), P_FLOOR)
         quiet = ~self.is_warm(slots)
         if self.min_count > 0.0:
@@ -298,12 +298,13 @@ class SeasonalCountDetector(Bank):
             g_n = self.g_n[rows]
             quiet |= (n > 1.0) & (g_n > 0.0) & (x * g_n <= n * self.g_x[rows])
         score[quiet] = 0.0
+        self._keep(t, slots, x, n, (*ev, 1.0 - score))  # what was said, for the hold
         return score
 
     def learn(self, t: float, slots: Slots, x: FloatArray, n: FloatArray) -> None:
         """Update the seasonal model, the records and the excursion hold."""
         ev = self._kept(t, slots, x, n)
-        s, dw, mu, phi, p = ev if ev is not None else self._evaluate(t, slots, x)
+        s, dw, mu, phi, p, said = ev if ev is not None else (*self._evaluate(t, slots, x), None)
         rows = self._rows(slots)  # (views below are only read, or written back whole)
         den = self.lvl_den[rows]
         num = self.lvl_num[rows]
@@ -320,7 +321,7 @@ class SeasonalCountDetector(Bank):
         self._push_sums(t, slots, x, warm & excursion)
         p = p.copy()
         p[~warm] = 1.0
-        self.hold.push(slots, t, p)
+        self.hold.push(slots, t, p, said)
         # winsorise: the storm must not become the baseline
         cap = mu + self.clip_z * np.sqrt(mu + phi * mu * mu) + 1.0
         xc = np.minimum(x, cap)
