@@ -23,7 +23,7 @@ from daemon.windows import Windows
 
 log = structlog.get_logger("crisisd.snapshots")
 
-FORMAT = 2  # 2: detector banks per cadence
+FORMAT = 3  # 2: detector banks per cadence; 3: severity escalation, the terms' lexicon window
 FILENAME = "detectors.snapshot"
 
 
