@@ -187,12 +187,13 @@ class _Verdicts(NamedTuple):
     """A tick's verdicts: what ``score`` returns and what ``learn`` needs of them.
 
     ``news`` holds each reported term's slot, term and unconditional surprise
-    (for the hold); ``hits`` the positions whose bags hold a lexicon term.
+    (for the hold); ``hits`` the positions whose bags hold lexicon terms, with
+    those terms.
     """
 
     out: dict[int, list[TermScore]]
     news: list[tuple[int, str, float]]
-    hits: list[int]
+    hits: list[tuple[int, frozenset[str]]]
 
 
 _VALUES = methodcaller("values")
@@ -434,10 +435,11 @@ class TermDetector(Bank):
         """Scores reaching ``report``, by position, and what ``learn`` needs of them."""
         live = self.is_warm(slots) & (volumes > 0)
         found = self._bucket_scale(slots, bags, volumes, ev, live)
-        hits: list[int] = []
+        hits: list[tuple[int, frozenset[str]]] = []
         if self.k > 1:  # the bags with a lexicon term: usually few (a C-level test per bag)
             disjoint = np.fromiter(map(self._lexkeys.isdisjoint, bags), bool, len(bags))
-            hits = np.flatnonzero(~disjoint).tolist()
+            hits = [(i, self._lexkeys.intersection(bags[i]))
+                    for i in np.flatnonzero(~disjoint).tolist()]
             if hits:
                 found += self._window_scale(t, slots, bags, volumes, live, hits)
         found.sort(key=lambda f: f[4])  # the most surprising scale of a term first
@@ -503,16 +505,15 @@ class TermDetector(Bank):
                 for k, pk in zip(near.tolist(), p.tolist(), strict=True) if pk < 1.0]
 
     def _window_scale(self, t: float, slots: Slots, bags: Sequence[Mapping[str, int]],
-                      volumes: FloatArray, live: npt.NDArray[np.bool_], hits: list[int]
-                      ) -> list[_Found]:
+                      volumes: FloatArray, live: npt.NDArray[np.bool_],
+                      hits: list[tuple[int, frozenset[str]]]) -> list[_Found]:
         """Lexicon terms counted over the window (this bucket and those learnt before it)."""
         cutoff = t - self.window + 0.5 * self.bucket
         rows: list[tuple[int, str, float, float, float]] = []
-        for i in hits:
+        for i, words in hits:
             if not live[i]:
                 continue
             s, bag = int(slots[i]), bags[i]
-            words = self._lexkeys.intersection(bag)
             pooled = float(self.vsum[s] - self.vring[s, self.vring_i[s]] + volumes[i])
             den, get = float(self.den[s]), self._gets[s]
             for w in words:
@@ -589,7 +590,7 @@ class TermDetector(Bank):
         self.last_t[slots] = t
 
     def _push_window(self, t: float, slots: Slots, bags: Sequence[Mapping[str, int]],
-                     volumes: FloatArray, hits: list[int]) -> None:
+                     volumes: FloatArray, hits: list[tuple[int, frozenset[str]]]) -> None:
         """Move the window on: the buckets' mentions into the ring, their lexicon terms listed."""
         j = self.vring_i[slots]
         self.vsum[slots] += volumes - self.vring[slots, j]
@@ -601,9 +602,9 @@ class TermDetector(Bank):
             self.vsum[wrapped] = self.vring[wrapped].sum(axis=1)
         cutoff = t - self.window + 1.5 * self.bucket  # what the next bucket still counts
         recent = self.recent
-        for i in hits:
+        for i, words in hits:
             s, bag = int(slots[i]), bags[i]
-            for w in self._lexkeys.intersection(bag):
+            for w in words:
                 kept = [e for e in recent.get((s, w), ()) if e[0] > cutoff]
                 kept.append((t, bag[w]))
                 recent[(s, w)] = kept
