@@ -141,7 +141,7 @@ def brands(peaks: Iterable[float], seeds: int) -> list[Brand]:
 def crisis_time(start: float, days: float, brand: Brand) -> float:
     """The afternoon (14:05 local) of the last full weekday but one."""
     at = start + (days - 2) * DAY + 14 * HOUR + 300 - brand.traffic.utc_offset * HOUR
-    while int((at + brand.traffic.utc_offset * HOUR) // DAY + demo.WEEK_OFFSET) % 7 >= 5:
+    while brand.traffic.is_weekend(at):
         at -= DAY
     return at
 

@@ -23,11 +23,12 @@ from typing import Any
 
 import msgspec
 
+from detectors.volume import WEEK_OFFSET_DAYS
+
 BRAND = "northwind"
 START = 1772409600.0  # 2026-03-02 00:00 UTC, a Monday
 DAY = 86400.0
 CRISIS_AT = START + 5 * DAY + 14 * 3600 + 5 * 60  # Saturday 14:05 UTC
-WEEK_OFFSET = 3  # 1970-01-01 was a Thursday: (days + 3) % 7 is 0 on Mondays
 
 PRODUCTS = ["kettle", "toaster", "blender", "air fryer", "coffee maker", "mixer"]
 NORMAL = [
@@ -77,14 +78,17 @@ class Traffic:
     shape: float = 8.0
     unscored: float = 0.1
 
+    def is_weekend(self, ts: float) -> bool:
+        """Whether ``ts`` falls on a Saturday or Sunday in the brand's time zone."""
+        local = ts + self.utc_offset * 3600.0
+        return int(local // DAY + WEEK_OFFSET_DAYS) % 7 >= 5
+
     def rate(self, ts: float, start: float) -> float:
         """Expected mentions per minute at ``ts``: daily cycle, weekend dip, slow growth."""
-        local = ts + self.utc_offset * 3600.0
-        hour = (local % DAY) / 3600.0
+        hour = ((ts + self.utc_offset * 3600.0) % DAY) / 3600.0
         daily = self.night + (1.0 - self.night) * max(
             0.0, math.sin(math.pi * (hour - 6.0) / 16.0)) ** 1.5
-        weekday = int((local // DAY) + WEEK_OFFSET) % 7
-        weekly = self.weekend if weekday >= 5 else 1.0
+        weekly = self.weekend if self.is_weekend(ts) else 1.0
         growth = 1.0 + self.growth * (ts - start) / DAY
         return self.peak * daily * weekly * growth
 
