@@ -9,9 +9,9 @@ Scores are a calibrated ``1 − p``, so one threshold
 - ``volume.SeasonalCountDetector`` — mention counts and negative counts:
   seasonal negative binomial × recent-record (extreme value) test;
 - ``share.ShareDetector`` — share of negative mentions: beta-binomial with a
-  minimum-volume floor, bucket and pooled three-hour scales;
+  minimum-volume floor, bucket, half-hour and three-hour scales;
 - ``sentiment.SentimentDetector`` — mean sentiment, lower tail, for the slow
-  burn: bucket and pooled three-hour scales, floor;
+  burn: bucket, half-hour and three-hour scales, floor;
 - ``reach.ReachDetector`` — largest audience behind a negative mention:
   Pareto record test with an absolute floor;
 - ``terms.TermDetector`` — emerging crisis words and trending terms against

@@ -213,38 +213,37 @@ class Hold(Bank):
         self.rec.push(slots, t, -np.log(np.maximum(p, 1e-300)))
 
 
-def record_gate(p_model: FloatArray, x: FloatArray, sd: FloatArray, rec: Records,
-                slots: Slots, cap: float, per_hour: float) -> FloatArray:
-    """Tail probabilities that also ask whether ``x`` beats the window's record.
+def record_gate(p_model: FloatArray, z: FloatArray, rec: Records, slots: Slots, cap: float,
+                per_hour: float) -> FloatArray:
+    """Tail probabilities that also ask whether the standardised level ``z`` beats the record.
 
     Why: per-bucket tail probabilities of 1e-3 happen a few times a day at
     one-minute buckets, however well calibrated; a crisis also takes a
     signal past anything it did in the last days. Down to ``cap`` the model's
     ``p`` is returned unchanged (calibrated); deeper, ``p`` is the larger of
     the model's and the record's: ``1/(N + 1)`` at the maximum of the last
-    ``N`` values, decaying exponentially with the excess over it in model
-    standard deviations ``sd``. ``N`` counts hours (``per_hour`` values make
-    one): buckets a minute apart are not independent chances, and so a
-    five-day record has to be beaten by about two standard deviations
-    before ``p`` reaches 1e-3, at any bucket length.
+    ``N`` values, decaying exponentially with the excess over it (``z`` and
+    the records are in the model's standard deviations). ``N`` counts hours
+    (``per_hour`` values make one): buckets a minute apart are not
+    independent chances, and so a five-day record has to be beaten by about
+    two standard deviations before ``p`` reaches 1e-3, at any bucket length.
 
     Examples
     --------
     >>> r = Records(hours=4); s = np.array([r.add()])
-    >>> for i, v in enumerate((0.1, 0.2, 0.15)): r.push(s, 3600.0 * i, np.array([v]))
-    >>> g = lambda x: record_gate(np.array([1e-9]), np.array([x]), np.array([0.01]), r, s,
-    ...                           1e-2, 1.0)[0]
-    >>> float(g(0.18))    # extreme for the model, no record
+    >>> for i, v in enumerate((1.0, 2.0, 1.5)): r.push(s, 3600.0 * i, np.array([v]))
+    >>> g = lambda z: record_gate(np.array([1e-9]), np.array([z]), r, s, 1e-2, 1.0)[0]
+    >>> float(g(1.8))    # extreme for the model, no record
     0.01
-    >>> bool(g(0.35) < 1e-5)    # far past the record
+    >>> bool(g(15.0) < 1e-5)    # far past the record
     True
     """
     deep = p_model < cap
     if not np.count_nonzero(deep):
         return p_model
     n = rec.values(slots) / per_hour
-    with np.errstate(invalid="ignore", divide="ignore"):
-        e = np.minimum((rec.peak(slots) - x) / sd, 700.0)
+    with np.errstate(invalid="ignore"):
+        e = np.minimum(rec.peak(slots) - z, 700.0)
         p_rec = np.minimum(np.exp(e) / (n + 1.0), cap)
     gated = np.maximum(p_rec, p_model)
     return np.where(deep & (n > 0.0), gated, p_model)

@@ -6,14 +6,14 @@ import math
 
 import numpy as np
 
+from detectors._scales import Scales
 from detectors._stats import normal_isf, normal_sf
-from detectors._twoscale import TwoScale
 from detectors.base import Band, FloatArray, Slots
 
 __all__ = ["SentimentDetector"]
 
 
-class SentimentDetector(TwoScale):
+class SentimentDetector(Scales):
     """Is the mean sentiment of a bucket — or of the last hours — unusually negative?
 
     Why: a crisis can burn slowly, negativity climbing for hours while the
@@ -21,13 +21,15 @@ class SentimentDetector(TwoScale):
     mean ``x`` of ``n`` scored mentions has variance ``σ²/n + τ²``: ``σ²`` is
     the per-mention spread (so a mean of 3 mentions counts for little) and
     ``τ²`` the bucket-to-bucket drift of the true mean (over-dispersion, so a
-    busy bucket is not judged as if its mentions were independent). Two time
-    scales are tested, the bucket and the pooled last ``window`` seconds
-    (Bonferroni: twice the smaller tail probability); the pooled one catches
-    the slow burn. Only the lower tail alerts: a positive swing (a launch) is
-    not a crisis. Deeper than ``record_cap`` a mean must also be lower than
-    any of the last ``record_window`` seconds (see
-    :func:`detectors._window.record_gate`), so a calibrated 1e-3, which
+    busy bucket is not judged as if its mentions were independent). Three time
+    scales are tested, the bucket and the pooled last ``windows`` (half an
+    hour and three hours; Bonferroni: the smallest tail probability times the
+    number of scales tested): half an hour catches a turn at a brand too
+    small for one bucket to show it, three hours the slow burn. Only the
+    lower tail alerts: a positive swing (a launch) is not a crisis. Deeper
+    than ``record_cap`` a mean must also be further below the expectation,
+    in standard deviations, than any of the last ``record_window`` seconds
+    (see :func:`detectors._window.record_gate`), so a calibrated 1e-3, which
     happens daily at one-minute buckets, does not page on its own.
 
     The baseline mean and spreads are exponentially weighted and learnt from
@@ -36,8 +38,8 @@ class SentimentDetector(TwoScale):
     mentions at 4 a.m. page nobody. They are learnt, weighted by their size.
 
     A bank: every array is indexed by slot, one series each (see
-    :class:`detectors.base.Bank` and, for what the two scales share with
-    the share detector, :class:`detectors._twoscale.TwoScale`).
+    :class:`detectors.base.Bank` and, for what the scales share with the
+    share detector, :class:`detectors._scales.Scales`).
 
     Parameters
     ----------
@@ -45,8 +47,9 @@ class SentimentDetector(TwoScale):
         Bucket length and warm-up, in seconds.
     min_volume
         Minimum number of scored mentions behind a mean for it to be scored.
-    window
-        Length of the pooled time scale, seconds (default three hours).
+    windows
+        Lengths of the pooled time scales, seconds (default half an hour and
+        three hours).
     half_life
         Memory of the baseline mean and spreads (default three days).
     hold, hold_p
@@ -71,13 +74,11 @@ class SentimentDetector(TwoScale):
     True
     >>> det.score_one(t + 300, -0.5, 30) > 0.999     # a sharp turn negative
     True
-    >>> det.score_one(t + 300, -0.9, 3)                # too few mentions to judge
-    0.0
+    >>> det.score_one(t + 300, -0.9, 3) < 0.9          # too few to judge alone, pooled only
+    True
     >>> det.score_one(t + 300, 0.9, 30) < 0.5          # a launch is not a crisis
     True
     """
-
-    sign = -1.0
 
     def _declare(self) -> None:
         # typ_n (the EW number of scored mentions) is the typical bucket size
@@ -86,18 +87,16 @@ class SentimentDetector(TwoScale):
         self._state("tau2", 0.0)  # between-bucket variance τ² of the true mean
         self._state("inv_n", 0.0)  # EW mean of 1/n
         self._state("d2", 0.0)  # EW mean of squared deviations
-        # the pooled mean's drift variance shrinks less than 1/k when buckets co-move
-        self.pool_tau = 1.0 / min(self.k, 3)
 
     def _mass(self, x: FloatArray, n: FloatArray) -> FloatArray:
         return x * n  # sums of sentiment add up over the window
 
     def _tail(self, slots: Slots, level: FloatArray, n: FloatArray,
-              pooled: bool) -> tuple[FloatArray, FloatArray]:
-        tau2 = self.tau2[slots]
-        sd = np.sqrt(self.s2[slots] / n + (tau2 * self.pool_tau if pooled else tau2))
-        pm = normal_sf((self.m[slots] - level) / sd)
-        return self._gate(pm, level, sd, slots, pooled), pm
+              k: int) -> tuple[FloatArray, FloatArray]:
+        # the pooled mean's drift variance shrinks less than 1/k: buckets co-move
+        tau2 = self.tau2[slots] / min(k, 3)
+        z = (self.m[slots] - level) / np.sqrt(self.s2[slots] / n + tau2)
+        return normal_sf(z), z
 
     def _fit(self, slots: Slots, x: FloatArray, n: FloatArray, w: FloatArray,
              seen: FloatArray) -> None:

@@ -7,8 +7,8 @@ import math
 import numpy as np
 from scipy.special import betainc, gammaln
 
+from detectors._scales import Scales
 from detectors._stats import normal_isf, normal_sf
-from detectors._twoscale import TwoScale
 from detectors.base import Band, FloatArray, Slots
 
 __all__ = ["ShareDetector"]
@@ -32,7 +32,7 @@ def _binom_upper(k: FloatArray, n: FloatArray, q: FloatArray) -> FloatArray:
     return np.where(b >= 1.0, ge - 0.5 * at, np.where(b >= 0.0, 0.5 * ge, 0.0))
 
 
-class ShareDetector(TwoScale):
+class ShareDetector(Scales):
     """Is the share of negative mentions unusually high, given how many mentions there are?
 
     Why: the negative count alone rises with any volume spike, a launch
@@ -45,10 +45,12 @@ class ShareDetector(TwoScale):
     residuals. The tail probability uses a binomial with the effective
     sample size ``n / (1 + (n − 1)ρ)``: a normal approximation up to one
     standard deviation, the exact (incomplete beta) tail beyond, where it
-    matters. A second, pooled scale (the last ``window`` seconds) catches a
-    share that creeps up for hours (Bonferroni: twice the smaller tail
-    probability). Deeper than ``record_cap`` a share must also beat the
-    highest share of the last ``record_window`` seconds (see
+    matters. Pooled scales (the last ``windows``: half an hour, three hours)
+    catch a turn at a brand too small for one bucket to show it and a share
+    that creeps up for hours (Bonferroni: the smallest tail probability times
+    the number of scales tested). Deeper than ``record_cap`` a share must
+    also beat, in standard deviations above the expectation, the highest of
+    the last ``record_window`` seconds (see
     :func:`detectors._window.record_gate`): a calibrated 1e-3 happens daily
     at one-minute buckets, a five-day record of negativity does not.
 
@@ -57,8 +59,8 @@ class ShareDetector(TwoScale):
     page nobody.
 
     A bank: every array is indexed by slot, one series each (see
-    :class:`detectors.base.Bank` and, for what the two scales share with
-    the sentiment detector, :class:`detectors._twoscale.TwoScale`).
+    :class:`detectors.base.Bank` and, for what the scales share with the
+    sentiment detector, :class:`detectors._scales.Scales`).
 
     Parameters
     ----------
@@ -66,8 +68,8 @@ class ShareDetector(TwoScale):
         Bucket length and warm-up, in seconds.
     min_volume
         Minimum number of mentions behind a share for it to be scored.
-    window
-        Length of the pooled time scale, seconds.
+    windows
+        Lengths of the pooled time scales, seconds.
     half_life
         Memory of the baseline share and of ``ρ``.
     hold, hold_p
@@ -114,8 +116,6 @@ class ShareDetector(TwoScale):
     [True, False, False]
     """
 
-    sign = 1.0
-
     def _declare(self) -> None:
         # typ_n (the EW number of mentions) is the denominator of the share.
         # π, its clipped value, π(1 − π) and ρ change only when a bucket is
@@ -132,10 +132,10 @@ class ShareDetector(TwoScale):
         return x  # negatives add up over the window
 
     def _tail(self, slots: Slots, level: FloatArray, n: FloatArray,
-              pooled: bool) -> tuple[FloatArray, FloatArray]:
+              k: int) -> tuple[FloatArray, FloatArray]:
         # scale to the effective sample size: the correlation acts within a
         # bucket, so a pooled window of k buckets is k such groups
-        per = n / self.k if pooled else n
+        per = n / k
         ne = n / (1.0 + np.maximum(per - 1.0, 0.0) * self.rho[slots])
         q = self.q[slots]
         sd = np.sqrt(ne * self.qv[slots])
@@ -144,7 +144,7 @@ class ShareDetector(TwoScale):
         far = np.flatnonzero(z >= 1.0)
         if len(far):
             pm[far] = _binom_upper(level[far] * ne[far], ne[far], q[far])
-        return self._gate(pm, level, sd / ne, slots, pooled), pm
+        return pm, z
 
     def _fit(self, slots: Slots, x: FloatArray, n: FloatArray, w: FloatArray,
              seen: FloatArray) -> None:

@@ -43,7 +43,7 @@ def streams(kind: str, series: int = 5, seed: int = 0) -> tuple[np.ndarray, np.n
 
 
 def make(kind: str):
-    return KINDS[kind](bucket=B, warmup=DAY, min_volume=20, window=3600.0)
+    return KINDS[kind](bucket=B, warmup=DAY, min_volume=20, windows=(900.0, 3600.0))
 
 
 def one_series(kind: str, xs: np.ndarray, ns: np.ndarray, start: int = 0) -> np.ndarray:

@@ -1,0 +1,229 @@
+"""Tests of a per-mention value (a share, a mean) at several time scales, for many series.
+
+The share and sentiment detectors ask the same questions of a value made of
+``n`` mentions: is this bucket's value extreme, and is the value pooled over
+the last half hour, or the last three hours, extreme? They share everything
+but the model of the value's spread, so the machinery lives here once: the
+pooled windows, the records, the excursion hold, the Bonferroni combination,
+the warm-up rule and score-then-learn evaluating a bucket once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from detectors._ring import Ring
+from detectors._stats import P_FLOOR, ew_alpha
+from detectors._window import HOUR, Hold, Records, record_gate
+from detectors.base import Bank, FloatArray, Slots
+
+DAY = 86400.0
+
+__all__ = ["Scales"]
+
+#: A bucket's evaluation, kept from ``score`` for ``learn``: whether each slot
+#: was warm, its tail probability, its model tail probability (before the
+#: record gate, the smallest over the scales), and the masses, mentions and
+#: standardised levels of every scale, (scales, slots) each (the bucket's own
+#: first; the level −inf where it was not tested).
+Evaluation = tuple[npt.NDArray[np.bool_], FloatArray, FloatArray, FloatArray, FloatArray,
+                   FloatArray]
+
+
+class Scales(Bank):
+    """Bucket and pooled-window tests of a per-mention value, held per excursion.
+
+    A subclass models one value: its *mass* (what adds up over buckets:
+    negatives for a share, ``mean × n`` for a mean sentiment), the *level*
+    ``mass / n`` the tests are about, the tail probability of a level under
+    its model at a scale of ``k`` buckets and its standardised excess
+    (:meth:`_tail`), and how a bucket updates the model (:meth:`_fit`).
+
+    What is common, and why:
+
+    * **Several time scales.** The bucket catches a sharp turn; the sums of
+      the last ``windows`` seconds (running sums over a ring of the buckets
+      learnt) catch what no single bucket shows: half an hour a conversation
+      turning at a brand too small for one bucket to say so, three hours a
+      slow creep. The bucket's tail probability is the smallest over the
+      scales tested times their number (Bonferroni).
+    * **The floor.** A level of fewer than ``min_volume`` mentions (and at
+      least one) is not tested: three angry mentions at 4 a.m. page nobody.
+    * **Records.** Deeper than ``record_cap`` a level must also beat the
+      record of the last ``record_window`` seconds at its scale (see
+      :func:`detectors._window.record_gate`). Records are of standardised
+      levels, the excess over the expectation in standard deviations of a
+      level of as many mentions: a share of 60 % means little in a window of
+      forty mentions at night and much in one of four hundred in the
+      afternoon, so a record set at night must not hide the afternoon's.
+      Records take only normal levels (judged by the model before the gate,
+      so an excursion does not drag the record along behind it) of a typical
+      exposure (at least half the usual mentions).
+    * **One alert per excursion** (:class:`detectors._window.Hold`).
+    * **Warm-up in time**: ``warmup`` seconds since the first bucket with
+      mentions and at least twelve of them, so a series quiet at night still
+      warms in a day. Every bucket with mentions is learnt; the weight of the
+      exponential memory is ``1/buckets`` until that is smaller than the
+      ``half_life``'s, so the first buckets make a plain mean.
+    """
+
+    def __init__(
+        self,
+        *,
+        bucket: float = 60.0,
+        warmup: float = DAY,
+        min_volume: int = 20,
+        windows: Sequence[float] = (HOUR / 2, 3 * HOUR),
+        half_life: float = 3 * DAY,
+        hold: float = 6 * HOUR,
+        hold_p: float = 1e-3,
+        clip_z: float = 3.0,
+        record_window: float = 5 * DAY,
+        record_cap: float = 1e-2,
+    ) -> None:
+        super().__init__()
+        self.bucket = float(bucket)
+        self.warmup = float(warmup)
+        self.min_volume = int(min_volume)
+        self.floor = float(max(self.min_volume, 1))  # a level needs a mention behind it
+        self.a = ew_alpha(bucket, half_life)
+        self.clip_z = clip_z
+        # buckets of each scale: the bucket itself, then the pooled windows (longer than it)
+        spans = sorted({max(1, round(w / bucket)) for w in windows} - {1})
+        self.spans = (1, *spans)
+        self.record_cap = record_cap
+        # record_gate counts hours: neighbouring buckets are not independent chances
+        self.per_hour = float(max(1, round(HOUR / bucket)))
+        hours = max(1, round(record_window / HOUR))
+        # standardised levels at each scale
+        self.records: list[Records] = [self._part(Records(hours)) for _ in self.spans]
+        self.hold: Hold = self._part(Hold(hold=hold, hold_p=hold_p))
+        self.ring: Ring = self._part(Ring(self.spans[1:] or (1,), fields=2))  # mass, mentions
+        self._state("typ_n", 0.0)  # EW mentions of a bucket (weighted as the model)
+        self._state("typ_w", 0.0, (len(spans),))  # EW mentions of each pooled window
+        self._state("n_seen", 0.0)  # buckets learnt (with mentions)
+        self._state("t_first", math.nan)  # first bucket with mentions
+        self._state("last_t", 0.0)  # last bucket learnt
+        self._declare()
+
+    # -- the subclass's model ---------------------------------------------------------
+    def _declare(self) -> None:
+        """Declare the model's own per-series state (``_state``), once, at construction."""
+        raise NotImplementedError
+
+    def _mass(self, x: FloatArray, n: FloatArray) -> FloatArray:
+        """What the pooled windows add up of a bucket's value ``x`` of ``n`` mentions."""
+        raise NotImplementedError
+
+    def _tail(self, slots: Slots, level: FloatArray, n: FloatArray,
+              k: int) -> tuple[FloatArray, FloatArray]:
+        """(tail probability, excess) of ``level`` of ``n`` mentions pooled over ``k`` buckets.
+
+        The model's tail probability of the level, in the direction that
+        alerts, and the level's excess over the expectation in that
+        direction, in standard deviations of the level under the model.
+        Called on warm slots above the floor only.
+        """
+        raise NotImplementedError
+
+    def _fit(self, slots: Slots, x: FloatArray, n: FloatArray, w: FloatArray,
+             seen: FloatArray) -> None:
+        """Learn the buckets (all with mentions) with weights ``w``, ``seen`` the count so far.
+
+        ``typ_n`` has already taken the buckets in.
+        """
+        raise NotImplementedError
+
+    # -- the protocol ---------------------------------------------------------------------
+    def is_warm(self, slots: Slots) -> npt.NDArray[np.bool_]:
+        """``warmup`` seconds since the first bucket with mentions, and twelve such buckets."""
+        return (self.n_seen[slots] >= 12.0) & (
+            self.last_t[slots] - self.t_first[slots] + self.bucket >= self.warmup)
+
+    def score(self, t: float, slots: Slots, x: FloatArray, n: FloatArray) -> FloatArray:
+        """``1 − p`` held per excursion; 0 while cold or with too few mentions behind ``x``."""
+        # move the windows on to t first: an hour that closed with the last
+        # bucket learnt must not stay in a window it has left
+        for rec in self.records:
+            rec.roll(slots, t)
+        ev = self._assess(slots, x, n)
+        self._keep(t, slots, x, n, ev)
+        # cold and under-floor slots have p = 1, which the hold keeps at 1: score 0
+        return 1.0 - np.maximum(self.hold.gate(slots, t, ev[1]), P_FLOOR)
+
+    def learn(self, t: float, slots: Slots, x: FloatArray, n: FloatArray) -> None:
+        """Push the records, the hold and the ring; learn every bucket with mentions."""
+        ev = self._kept(t, slots, x, n)
+        warm, p, pm, mass, count, z = self._assess(slots, x, n) if ev is None else ev
+        self.hold.push(slots, t, p)
+        rows = self._rows(slots)
+        typ = np.empty_like(count)
+        typ[0] = self.typ_n[rows]
+        if len(self.spans) > 1:
+            typ_w = self.typ_w[rows].T
+            typ_w += self.a * (count[1:] - typ_w)
+            self.typ_w[rows] = typ_w.T
+            typ[1:] = typ_w
+        normal = warm & (pm >= self.record_cap)
+        typical = np.maximum(0.5 * typ, self.floor)
+        for rec, zs, c, ty in zip(self.records, z, count, typical, strict=True):
+            rec.push(slots, t, zs, normal & (c >= ty))
+        self.ring.push(slots, np.stack((mass[0], n), axis=1))
+        self.last_t[slots] = t
+        has = n > 0.0  # every bucket with mentions teaches; the floor is for scoring
+        if np.count_nonzero(has) < len(has):
+            slots, x, n = slots[has], x[has], n[has]
+        seen = self.n_seen[slots] + 1.0
+        self.n_seen[slots] = seen
+        first = seen == 1.0
+        if np.count_nonzero(first):
+            self.t_first[slots[first]] = t
+        w = np.maximum(self.a, 1.0 / seen)  # a plain mean until the memory is shorter
+        typ_n = self.typ_n[slots]
+        typ_n += w * (n - typ_n)
+        self.typ_n[slots] = typ_n
+        self._fit(slots, x, n, w, seen)
+
+    # -- evaluation -----------------------------------------------------------------------
+    def _assess(self, slots: Slots, x: FloatArray, n: FloatArray) -> Evaluation:
+        """The bucket's :data:`Evaluation`; ``p = p_model = 1`` where cold."""
+        warm = self.is_warm(slots)
+        mass = self._mass(x, n)
+        sums = self.ring.sums(slots)  # (slots, [mass, mentions], windows)
+        masses = np.vstack((mass, sums[:, 0, : len(self.spans) - 1].T + mass))
+        counts = np.vstack((n, sums[:, 1, : len(self.spans) - 1].T + n))
+        hot = np.count_nonzero(warm)
+        if hot == len(warm):
+            p, pm, z = self._evaluate(slots, masses, counts)
+        else:
+            p, pm = np.ones(len(slots)), np.ones(len(slots))
+            z = np.full(masses.shape, -math.inf)
+            if hot:
+                i = np.flatnonzero(warm)
+                p[i], pm[i], z[:, i] = self._evaluate(slots[i], masses[:, i], counts[:, i])
+        return warm, p, pm, masses, counts, z
+
+    def _evaluate(self, slots: Slots, masses: FloatArray,
+                  counts: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """(tail probability over the scales, smallest model tail probability, excesses)."""
+        p, pm = np.ones(len(slots)), np.ones(len(slots))
+        z = np.full(masses.shape, -math.inf)
+        tested = np.zeros(len(slots))
+        for s, k in enumerate(self.spans):
+            ok = counts[s] >= self.floor
+            above = np.count_nonzero(ok)
+            if not above:
+                continue
+            i = slice(None) if above == len(ok) else np.flatnonzero(ok)
+            model, zs = self._tail(slots[i], masses[s, i] / counts[s, i], counts[s, i], k)
+            gated = record_gate(model, zs, self.records[s], slots[i], self.record_cap,
+                                self.per_hour)
+            p[i] = np.minimum(p[i], gated)
+            pm[i] = np.minimum(pm[i], model)
+            z[s, i] = zs
+            tested += ok
+        return np.minimum(p * np.maximum(tested, 1.0), 1.0), pm, z
