@@ -23,7 +23,8 @@ from daemon.windows import Windows
 
 log = structlog.get_logger("crisisd.snapshots")
 
-FORMAT = 3  # 2: detector banks per cadence; 3: severity escalation, the terms' lexicon window
+FORMAT = 4  # 2: detector banks per cadence; 3: severity escalation, the terms' lexicon window;
+# 4: share and sentiment at three scales, records in standard deviations
 FILENAME = "detectors.snapshot"
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import yaml
 
+from detectors._ring import Ring
 from detectors._stats import P_FLOOR, nb_upper_midp
 from detectors.base import Bank, FloatArray, Slots
 
@@ -315,10 +316,8 @@ class TermDetector(Bank):
         self.window = float(window)
         self.k = max(1, round(self.window / self.bucket))  # buckets in the window
         self._lexkeys = frozenset(self.lexicon.category)
-        # mentions of the last k buckets learnt (a ring) and their sum
-        self._state("vring", 0.0, (self.k,))
-        self._state("vring_i", 0, dtype=np.intp)
-        self._state("vsum", 0.0)
+        # mentions of the last buckets learnt, for the window's
+        self.ring: Ring = self._part(Ring((self.k,)))
         # (slot, lexicon term) -> [(time, count)] of the buckets learnt within the window
         self.recent: dict[tuple[int, str], list[tuple[float, int]]] = {}
         self._recent_limit = 64  # stale keys are dropped when there are more
@@ -510,11 +509,12 @@ class TermDetector(Bank):
         """Lexicon terms counted over the window (this bucket and those learnt before it)."""
         cutoff = t - self.window + 0.5 * self.bucket
         rows: list[tuple[int, str, float, float, float]] = []
+        before = self.ring.sums(slots)[:, 0, 0]
         for i, words in hits:
             if not live[i]:
                 continue
             s, bag = int(slots[i]), bags[i]
-            pooled = float(self.vsum[s] - self.vring[s, self.vring_i[s]] + volumes[i])
+            pooled = float(before[i] + volumes[i])
             den, get = float(self.den[s]), self._gets[s]
             for w in words:
                 c = bag[w] + sum(n for at, n in self.recent.get((s, w), ()) if at > cutoff)
@@ -592,14 +592,7 @@ class TermDetector(Bank):
     def _push_window(self, t: float, slots: Slots, bags: Sequence[Mapping[str, int]],
                      volumes: FloatArray, hits: list[tuple[int, frozenset[str]]]) -> None:
         """Move the window on: the buckets' mentions into the ring, their lexicon terms listed."""
-        j = self.vring_i[slots]
-        self.vsum[slots] += volumes - self.vring[slots, j]
-        self.vring[slots, j] = volumes
-        j = (j + 1) % self.k
-        self.vring_i[slots] = j
-        wrapped = slots[j == 0]
-        if len(wrapped):  # re-add now and then against float drift
-            self.vsum[wrapped] = self.vring[wrapped].sum(axis=1)
+        self.ring.push(slots, volumes[:, None])
         cutoff = t - self.window + 1.5 * self.bucket  # what the next bucket still counts
         recent = self.recent
         for i, words in hits:

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from detectors._ring import Ring
 from detectors._stats import (
     P_FLOOR,
     ew_alpha,
@@ -217,12 +218,8 @@ class SeasonalCountDetector(Bank):
         self._state("last_hour", -1, dtype=np.int64)
         self._state("g_x", 0.0)  # EW Σ x and Σ n, for the share gate
         self._state("g_n", 0.0)
-        # the last buckets, for the one-hour and five-minute sums
-        self.ring_len = max(self.k - 1, self.k1 - 1, 1)
-        self._state("ring", 0.0, (self.ring_len,))
-        self._state("ring_i", 0, dtype=np.intp)
-        self._state("ring_sum", 0.0)  # the last k − 1 buckets
-        self._state("short_sum", 0.0)  # the last k1 − 1 buckets
+        # the last buckets, for the five-minute and one-hour sums
+        self.ring: Ring = self._part(Ring((self.k1, self.k)))
         # the records when the alerted excursion in progress began (NaN: none)
         self._state("base1", math.nan)
         self._state("base_h", math.nan)
@@ -279,9 +276,10 @@ class SeasonalCountDetector(Bank):
             if not np.isnan(b1).all():  # some excursion is on: which of them alerted?
                 held = self.hold.held(s, t)
                 b1, bh = np.where(held, b1, math.nan), np.where(held, bh, math.nan)
-            p_rec = self.rec1.tail(s, self.short_sum[s] + xd, a, self.k1, b1)
+            sums = self.ring.sums(s)[:, 0]
+            p_rec = self.rec1.tail(s, sums[:, 0] + xd, a, self.k1, b1)
             if self.k > 1:
-                ph = self.rec_h.tail(s, self.ring_sum[s] + xd, a, self.k1, bh)
+                ph = self.rec_h.tail(s, sums[:, 1] + xd, a, self.k1, bh)
                 p_rec = 2.0 * np.minimum(p_rec, ph)
             p[deep] = np.maximum(p[deep], np.minimum(p_rec, self.record_cap))
         return season, dw, mu, phi, p
@@ -376,9 +374,8 @@ class SeasonalCountDetector(Bank):
         ``record_growth`` times the records when the excursion began: an
         anomaly does not define normal for the next one.
         """
-        ring, rows, r = self.ring, self._rows(slots), self.ring_len
-        j = self.ring_i[slots]  # (a copy; the ring is indexed in (slot, position) pairs)
-        s1, sh = self.short_sum[rows] + x, self.ring_sum[rows] + x
+        sums = self.ring.sums(slots)[:, 0]
+        s1, sh = sums[:, 0] + x, sums[:, 1] + x
         if np.count_nonzero(excursion):
             e = slots[excursion]
             for rec, base, v in ((self.rec1, self.base1, s1), (self.rec_h, self.base_h, sh)):
@@ -396,13 +393,9 @@ class SeasonalCountDetector(Bank):
         self.base1[calm] = math.nan
         self.base_h[calm] = math.nan
         self.rec1.push(slots, t, s1)
-        if self.k1 > 1:  # the value k1 − 1 buckets back leaves the five-minute sum
-            self.short_sum[rows] += x - ring[slots, (j - (self.k1 - 1)) % r]
         if self.k > 1:
             self.rec_h.push(slots, t, sh)
-            self.ring_sum[rows] += x - ring[slots, j]
-        ring[slots, j] = x
-        self.ring_i[rows] = (j + 1) % r
+        self.ring.push(slots, x[:, None])
 
     def _learn_season(self, t: float, slots: Slots, xc: FloatArray, lvl: FloatArray,
                       dw: FloatArray, s: FloatArray, n_: FloatArray) -> None:
@@ -436,11 +429,6 @@ class SeasonalCountDetector(Bank):
         wm = np.where(wm > 0.0, wm, 1.0)
         self.week[slots] /= wm[:, None]
         self.lvl_num[slots] *= m * wm
-        if self.k > 1 or self.k1 > 1:  # re-add the sums now and then against float drift
-            back = (self.ring_i[slots, None] - np.arange(1, self.ring_len + 1)) % self.ring_len
-            vals = np.take_along_axis(self.ring[slots], back, axis=1)
-            self.ring_sum[slots] = vals[:, : self.k - 1].sum(axis=1)
-            self.short_sum[slots] = vals[:, : self.k1 - 1].sum(axis=1)
 
     def band(self, t: float, p: float, slot: int = 0) -> Band:
         """A slot's expected count at ``t`` and its central ``1 − 2p`` negative-binomial band."""
