@@ -55,18 +55,20 @@ class Ring(Bank):
     def push(self, slots: Slots, x: FloatArray) -> None:
         """Learn the buckets' values ``x``, shaped (len(slots), fields)."""
         rows, vals, n = self._rows(slots), self.vals, self.length
-        j = self.pos[slots]
-        acc = self.acc[slots]  # (a copy: written back whole)
+        j = self.pos[rows]
+        acc = self.acc[rows]  # (a view where rows is a slice: written back whole either way)
+        # series that tick together share a position: a strided column, not a gather
+        same = len(j) > 0 and bool((j == j[0]).all())
+        who, at = (rows, int(j[0])) if same else (slots, j)
         for i, k in enumerate(self.spans):
             if k > 1:  # the value k − 1 buckets back leaves this span's sum
-                acc[:, :, i] += x - vals[slots, :, (j - (k - 1)) % n]
-        vals[slots, :, j] = x
+                acc[:, :, i] += x - vals[who, :, (at - (k - 1)) % n]
+        vals[who, :, at] = x
         j = (j + 1) % n
         self.pos[rows] = j
         wrapped = j == 0
         if np.count_nonzero(wrapped):  # re-add against float drift, once per turn
-            w = slots[wrapped]
-            newest = vals[w][:, :, ::-1]  # the last value first
+            w = rows if same else slots[wrapped]  # (the whole ring is in order now)
             for i, k in enumerate(self.spans):
-                acc[wrapped, :, i] = newest[:, :, : k - 1].sum(axis=2)
+                acc[wrapped, :, i] = vals[w, :, n - (k - 1):].sum(axis=2) if k > 1 else 0.0
         self.acc[rows] = acc
