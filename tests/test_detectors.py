@@ -233,6 +233,32 @@ def test_share_spike_high_and_not_absorbed():
     assert np.all(scores[storm.stop + 40:] < BALANCED)
 
 
+
+def test_share_turn_at_a_day_and_night_brand_is_caught_within_the_hour():
+    """A turn at near-normal volume, at a brand whose nights are a tenth of its days.
+
+    The half-hour window sees it first; its record is in standard deviations,
+    so a night window's noisy share (high, of few mentions) does not hide an
+    afternoon's of many.
+    """
+    rng = np.random.default_rng(21)
+    b = 60.0
+    times = T0 + b * np.arange(int(6 * DAY / b))
+    hour = (times % DAY) / 3600.0
+    rate = 8.0 * np.where((hour > 7) & (hour < 23), 1.0, 0.1)
+    ns = rng.poisson(rate).astype(float)
+    xs = rng.binomial(ns.astype(int), 0.4).astype(float)
+    start = int((5 * DAY + 14 * 3600) / b)  # the sixth afternoon
+    turn = np.arange(start, start + 120)
+    extra = rng.poisson(4.0 * np.minimum((turn - start + 1) / 30.0, 1.0)).astype(float)
+    ns[turn] += extra  # complaints: half again the usual volume, all negative
+    xs[turn] += extra
+    det = registry.make("negative_share", bucket=b, warmup=DAY, min_volume=20)
+    scores = feed(det, times, xs, ns)
+    assert np.all(scores[int(DAY / b):start] < BALANCED)  # five normal days page nobody
+    assert np.max(scores[start:start + 60]) >= BALANCED
+
+
 def test_share_floor_at_low_volume():
     times, xs, ns = share_stream(2, seed=7, vol=3.0)  # a quiet series: 3 mentions a bucket
     det = registry.make("negative_share", bucket=60, warmup=DAY, min_volume=20)
