@@ -281,7 +281,7 @@ class DetectStage:
                                elevated)
             for j in np.flatnonzero(alert).tolist():
                 k = j if pos is None else int(pos[j])
-                band = bank.band(t, 1.0 - self.threshold, int(slots[j]))
+                band = bank.evidence(t, 1.0 - self.threshold, int(slots[j]))
                 fired.setdefault(k, []).append(
                     _Fired(signal, float(shown[j]), float(scores[j]), band))
             bank.learn(t, slots, x, n)
@@ -361,19 +361,20 @@ class DetectStage:
         out = []
         for signal, shown, score, band, category in fired:
             level = registry.severity_for(score, self.threshold) or "low"
+            seen = shown if band.observed is None else band.observed  # a pooled window's
             out.append(
                 Anomaly(
                     series=bucket.series,
                     signal=signal,
                     start=bucket.start,
                     end=bucket.end,
-                    observed=shown,
+                    observed=seen,
                     expected=band.expected,
                     low=band.low,
                     high=band.high,
                     score=score,
                     severity=Severity.parse(level),
-                    direction=1 if shown >= band.expected else -1,
+                    direction=1 if seen >= band.expected else -1,
                     tone="negative" if signal in NEGATIVE_SIGNALS else bucket_tone,
                     share=surprise[signal] / total,
                     category=category,
@@ -381,6 +382,7 @@ class DetectStage:
                     samples=list(bucket.samples),
                     volume=bucket.volume,
                     negative_share=bucket.negative_share,
+                    window=band.window,
                 )
             )
         return out

@@ -153,6 +153,9 @@ class Anomaly:
     launch spike can be told from a crisis. ``share`` is this signal's part
     of the bucket's total surprise (−log p summed over the signals that
     fired); ``category`` is the crisis-lexicon category of a term signal.
+    ``window`` is how many seconds ``observed`` was pooled over when the
+    detector judged the last half hour or hours rather than the bucket (0:
+    the bucket itself), and the band is then that pooled value's.
     """
 
     series: SeriesKey
@@ -173,6 +176,7 @@ class Anomaly:
     samples: list[Sample] = field(default_factory=list)
     volume: int = 0
     negative_share: float = 0.0
+    window: float = 0.0
 
 
 class IncidentStatus(enum.StrEnum):

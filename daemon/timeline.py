@@ -12,6 +12,7 @@ import time
 from typing import Any, TextIO
 
 from daemon.domain import Anomaly, Incident, IncidentChange, IncidentEvent, TimelineEntry
+from daemon.templating import span
 
 
 def stamp(ts: float) -> str:
@@ -33,8 +34,9 @@ def describe(a: Anomaly) -> str:
             f"term '{a.signal[5:]}'{category}: {_num(a.observed)} mentions "
             f"(expected {_num(a.expected)})"
         )
+    over = f" over the last {span(a.window)}" if a.window else ""
     return (
-        f"{a.signal}: {_num(a.observed)} (expected {_num(a.expected)}, "
+        f"{a.signal}{over}: {_num(a.observed)} (expected {_num(a.expected)}, "
         f"normal {_num(a.low)}–{_num(a.high)})"
     )
 
@@ -56,6 +58,7 @@ def anomaly_dict(a: Anomaly) -> dict[str, Any]:
         "tone": a.tone,
         "share": round(a.share, 3),
         "category": a.category,
+        "window": a.window,
         "top_terms": a.top_terms,
         "samples": [
             {"author": s.author, "followers": s.followers, "text": s.text, "url": s.url}

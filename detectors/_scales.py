@@ -17,21 +17,22 @@ import numpy as np
 import numpy.typing as npt
 
 from detectors._ring import Ring
-from detectors._stats import P_FLOOR, ew_alpha
+from detectors._stats import P_FLOOR, ew_alpha, normal_isf
 from detectors._window import HOUR, Hold, Records, record_gate
-from detectors.base import Bank, FloatArray, Slots
+from detectors.base import Band, Bank, FloatArray, Slots
 
 DAY = 86400.0
 
 __all__ = ["Scales"]
 
-#: A bucket's evaluation, kept from ``score`` for ``learn``: whether each slot
-#: was warm, its tail probability, its model tail probability (before the
-#: record gate, the smallest over the scales), and the masses, mentions and
-#: standardised levels of every scale, (scales, slots) each (the bucket's own
-#: first; the level −inf where it was not tested).
+#: A bucket's evaluation, kept from ``score`` for ``learn`` (and ``evidence``):
+#: whether each slot was warm, its tail probability, its model tail
+#: probability (before the record gate, the smallest over the scales), the
+#: masses, mentions and standardised levels of every scale, (scales, slots)
+#: each (the bucket's own first; the level −inf where it was not tested), and
+#: the scale that decided each slot's tail probability.
 Evaluation = tuple[npt.NDArray[np.bool_], FloatArray, FloatArray, FloatArray, FloatArray,
-                   FloatArray]
+                   FloatArray, npt.NDArray[np.intp]]
 
 
 class Scales(Bank):
@@ -70,6 +71,9 @@ class Scales(Bank):
       exponential memory is ``1/buckets`` until that is smaller than the
       ``half_life``'s, so the first buckets make a plain mean.
     """
+
+    lowest: float  # the range of the level, for the bands
+    highest: float
 
     def __init__(
         self,
@@ -138,6 +142,17 @@ class Scales(Bank):
         """
         raise NotImplementedError
 
+    def _spread(self, slot: int, n: float, k: int) -> tuple[float, float]:
+        """(expected level, its standard deviation) for ``n`` mentions over ``k`` buckets."""
+        raise NotImplementedError
+
+    def _band(self, slot: int, p: float, n: float, k: int) -> Band:
+        """The central ``1 − 2p`` band of a level of ``n`` mentions over ``k`` buckets."""
+        m, sd = self._spread(slot, n, k)
+        z = normal_isf(p) if p < 0.5 else 0.0
+        return Band(expected=m, low=max(self.lowest, m - z * sd),
+                    high=min(self.highest, m + z * sd))
+
     # -- the protocol ---------------------------------------------------------------------
     def is_warm(self, slots: Slots) -> npt.NDArray[np.bool_]:
         """``warmup`` seconds since the first bucket with mentions, and twelve such buckets."""
@@ -158,7 +173,7 @@ class Scales(Bank):
     def learn(self, t: float, slots: Slots, x: FloatArray, n: FloatArray) -> None:
         """Push the records, the hold and the ring; learn every bucket with mentions."""
         ev = self._kept(t, slots, x, n)
-        warm, p, pm, mass, count, z = self._assess(slots, x, n) if ev is None else ev
+        warm, p, pm, mass, count, z, _ = self._assess(slots, x, n) if ev is None else ev
         self.hold.push(slots, t, p)
         rows = self._rows(slots)
         typ = np.empty_like(count)
@@ -198,20 +213,24 @@ class Scales(Bank):
         counts = np.vstack((n, sums[:, 1, : len(self.spans) - 1].T + n))
         hot = np.count_nonzero(warm)
         if hot == len(warm):
-            p, pm, z = self._evaluate(slots, masses, counts)
+            p, pm, z, which = self._evaluate(slots, masses, counts)
         else:
             p, pm = np.ones(len(slots)), np.ones(len(slots))
             z = np.full(masses.shape, -math.inf)
+            which = np.zeros(len(slots), np.intp)
             if hot:
                 i = np.flatnonzero(warm)
-                p[i], pm[i], z[:, i] = self._evaluate(slots[i], masses[:, i], counts[:, i])
-        return warm, p, pm, masses, counts, z
+                p[i], pm[i], z[:, i], which[i] = self._evaluate(slots[i], masses[:, i],
+                                                                counts[:, i])
+        return warm, p, pm, masses, counts, z, which
 
-    def _evaluate(self, slots: Slots, masses: FloatArray,
-                  counts: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
-        """(tail probability over the scales, smallest model tail probability, excesses)."""
+    def _evaluate(self, slots: Slots, masses: FloatArray, counts: FloatArray
+                  ) -> tuple[FloatArray, FloatArray, FloatArray, npt.NDArray[np.intp]]:
+        """(tail probability over the scales, smallest model tail probability, excesses,
+        the deciding scale)."""
         p, pm = np.ones(len(slots)), np.ones(len(slots))
         z = np.full(masses.shape, -math.inf)
+        which = np.zeros(len(slots), np.intp)
         tested = np.zeros(len(slots))
         for s, k in enumerate(self.spans):
             ok = counts[s] >= self.floor
@@ -222,8 +241,39 @@ class Scales(Bank):
             model, zs = self._tail(slots[i], masses[s, i] / counts[s, i], counts[s, i], k)
             gated = record_gate(model, zs, self.records[s], slots[i], self.record_cap,
                                 self.per_hour)
+            if s:
+                which[i] = np.where(gated < p[i], s, which[i])
             p[i] = np.minimum(p[i], gated)
             pm[i] = np.minimum(pm[i], model)
             z[s, i] = zs
             tested += ok
-        return np.minimum(p * np.maximum(tested, 1.0), 1.0), pm, z
+        return np.minimum(p * np.maximum(tested, 1.0), 1.0), pm, z, which
+
+    # -- explanation ----------------------------------------------------------------------
+    def band(self, t: float, p: float, slot: int = 0, *, n: float | None = None) -> Band:
+        """Expected level and its central ``1 − 2p`` band for a bucket of ``n`` mentions
+        (by default the slot's typical number)."""
+        return self._band(slot, p, n if n else max(float(self.typ_n[slot]), 1.0), 1)
+
+    def evidence(self, t: float, p: float, slot: int = 0) -> Band:
+        """The band of the scale that decided the slot's score at ``t``, with its level.
+
+        A turn caught by the half-hour window is explained by the half hour's
+        level against the band of as many mentions, not by a bucket that
+        alone looks ordinary.
+        """
+        kept = getattr(self, "_kept_ev", None)
+        if kept is None or kept[0] != t:
+            return self.band(t, p, slot)
+        at = np.flatnonzero(kept[1] == slot)
+        if not len(at):
+            return self.band(t, p, slot)
+        j = int(at[0])
+        masses, counts, which = kept[4][3], kept[4][4], kept[4][6]
+        s = int(which[j])
+        n = float(counts[s, j])
+        if s == 0 or n <= 0.0:
+            return self.band(t, p, slot)
+        band = self._band(slot, p, n, self.spans[s])
+        return Band(band.expected, band.low, band.high, observed=float(masses[s, j]) / n,
+                    window=self.spans[s] * self.bucket)

@@ -46,11 +46,17 @@ class Band:
 
     ``low``/``high`` are the quantiles of the normal model at the tail
     probability asked for (the alert threshold's), used to explain anomalies.
+    When the value judged was pooled over the last ``window`` seconds rather
+    than the bucket's own, ``observed`` is that pooled value and the band is
+    for it: "a share of 55 % over the last half hour" explains an alert that
+    the bucket's share alone would not.
     """
 
     expected: float
     low: float
     high: float
+    observed: float | None = None
+    window: float = 0.0
 
 
 @runtime_checkable
@@ -73,6 +79,12 @@ class Detector(Protocol):
 
     def band(self, t: float, p: float, slot: int = 0) -> Band:
         """A slot's expected value and its central ``1 − 2p`` band at time ``t``."""
+
+    def evidence(self, t: float, p: float, slot: int = 0) -> Band:
+        """The band that explains the slot's score at ``t`` (between ``score`` and ``learn``).
+
+        The bucket's band, or that of the pooled window the score was decided on.
+        """
 
 
 class Bank:
@@ -175,6 +187,13 @@ class Bank:
             state[name] = state[name][:keep].copy()
         state["_capacity"] = keep
         return state
+
+    def evidence(self, t: float, p: float, slot: int = 0) -> Band:
+        """The band that explains the slot's score at ``t``: the bucket's, unless overridden.
+
+        A detector that judges pooled windows too says which one decided.
+        """
+        return self.band(t, p, slot)  # type: ignore[attr-defined]
 
     # -- one series, river-style ----------------------------------------------
     def _one(self) -> Slots:

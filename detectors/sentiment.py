@@ -7,8 +7,8 @@ import math
 import numpy as np
 
 from detectors._scales import Scales
-from detectors._stats import normal_isf, normal_sf
-from detectors.base import Band, FloatArray, Slots
+from detectors._stats import normal_sf
+from detectors.base import FloatArray, Slots
 
 __all__ = ["SentimentDetector"]
 
@@ -80,6 +80,8 @@ class SentimentDetector(Scales):
     True
     """
 
+    lowest, highest = -1.0, 1.0
+
     def _declare(self) -> None:
         # typ_n (the EW number of scored mentions) is the typical bucket size
         self._state("m", 0.0)  # EW mean of x (n-weighted)
@@ -123,10 +125,6 @@ class SentimentDetector(Scales):
         self.d2[slots] = dd
         self.tau2[slots] = np.maximum(dd - s2 * inv_n, 0.0)
 
-    def band(self, t: float, p: float, slot: int = 0) -> Band:
-        """Expected mean sentiment and its central ``1 − 2p`` band for a bucket of typical size."""
-        n = float(self.typ_n[slot]) or 1.0
-        m = float(self.m[slot])
-        sd = math.sqrt(float(self.s2[slot]) / n + float(self.tau2[slot]))
-        z = normal_isf(p) if p < 0.5 else 0.0
-        return Band(expected=m, low=max(-1.0, m - z * sd), high=min(1.0, m + z * sd))
+    def _spread(self, slot: int, n: float, k: int) -> tuple[float, float]:
+        tau2 = float(self.tau2[slot]) / min(k, 3)  # as _tail
+        return float(self.m[slot]), math.sqrt(float(self.s2[slot]) / n + tau2)

@@ -8,8 +8,8 @@ import numpy as np
 from scipy.special import betainc, gammaln
 
 from detectors._scales import Scales
-from detectors._stats import normal_isf, normal_sf
-from detectors.base import Band, FloatArray, Slots
+from detectors._stats import normal_sf
+from detectors.base import FloatArray, Slots
 
 __all__ = ["ShareDetector"]
 
@@ -116,6 +116,8 @@ class ShareDetector(Scales):
     [True, False, False]
     """
 
+    lowest, highest = 0.0, 1.0
+
     def _declare(self) -> None:
         # typ_n (the EW number of mentions) is the denominator of the share.
         # π, its clipped value, π(1 − π) and ρ change only when a bucket is
@@ -177,11 +179,7 @@ class ShareDetector(Scales):
         self.q[slots] = q
         self.qv[slots] = q * (1.0 - q)
 
-    def band(self, t: float, p: float, slot: int = 0, *, n: float | None = None) -> Band:
-        """Expected share and its central ``1 − 2p`` band for a bucket of ``n`` mentions
-        (by default the slot's typical number)."""
+    def _spread(self, slot: int, n: float, k: int) -> tuple[float, float]:
         q = float(self.share[slot])
-        n = n if n else max(float(self.typ_n[slot]), 1.0)
-        sd = math.sqrt(q * (1.0 - q) * (1.0 + (n - 1.0) * float(self.rho[slot])) / n)
-        z = normal_isf(p) if p < 0.5 else 0.0
-        return Band(expected=q, low=max(0.0, q - z * sd), high=min(1.0, q + z * sd))
+        per = max(n / k - 1.0, 0.0)  # as _tail: the correlation acts within a bucket
+        return q, math.sqrt(q * (1.0 - q) * (1.0 + per * float(self.rho[slot])) / n)

@@ -11,6 +11,8 @@ from daemon import snapshots
 from daemon.config import DetectionConfig
 from daemon.detect import DetectStage
 from daemon.domain import Bucket, SeriesKey
+from daemon.templating import span
+from daemon.timeline import describe
 from daemon.windows import Windows
 
 DAY = 86400.0
@@ -118,3 +120,26 @@ def test_a_watched_brand_stays_elevated_while_its_storm_goes_on():
     anomalies, elevated = stage.process(buckets, watched=lambda brand: True)
     assert not anomalies  # one alert per excursion: no new page...
     assert elevated == {"acme"}  # ...but acme is still outside its band, northwind is not
+
+
+def test_a_turn_caught_by_a_pooled_window_is_explained_by_that_window():
+    """The anomaly shows the half hour's share against the band of as many mentions.
+
+    Each bucket of the turn is unremarkable alone (a few more negatives of
+    forty); only the window says what happened, so the explanation is the
+    window's, and the timeline names it.
+    """
+    rng = np.random.default_rng(12)
+    stage = DetectStage(cfg())
+    turn, found = int(1.6 * DAY / B), []
+    for k in range(turn + 36):
+        volume = int(rng.poisson(40))
+        q = 0.15 if k < turn else 0.3
+        negative = int(rng.binomial(volume, q))
+        anomalies, _ = stage.process([bucket(A, T0 + B * k, B, volume, negative)])
+        found.extend(a for a in anomalies if a.signal == "negative_share")
+    assert found, "the turn was not caught"
+    first = found[0]
+    assert first.window > 0.0
+    assert first.observed > first.high > first.expected
+    assert f"negative_share over the last {span(first.window)}: " in describe(first)

@@ -254,9 +254,18 @@ def test_share_turn_at_a_day_and_night_brand_is_caught_within_the_hour():
     ns[turn] += extra  # complaints: half again the usual volume, all negative
     xs[turn] += extra
     det = registry.make("negative_share", bucket=b, warmup=DAY, min_volume=20)
-    scores = feed(det, times, xs, ns)
-    assert np.all(scores[int(DAY / b):start] < BALANCED)  # five normal days page nobody
-    assert np.max(scores[start:start + 60]) >= BALANCED
+    before = feed(det, times[:start], xs[:start], ns[:start])
+    assert np.all(before[int(DAY / b):] < BALANCED)  # five normal days page nobody
+    for k in range(start, start + 60):
+        score = det.score_one(times[k], xs[k], ns[k])
+        if score >= BALANCED:
+            break
+        det.learn_one(times[k], xs[k], ns[k])
+    assert score >= BALANCED, "not caught within the hour"
+    # explained by the window that decided: its share, beyond the band for as many mentions
+    why = det.evidence(times[k], 1.0 - BALANCED)
+    assert why.window == 1800.0 and why.observed is not None
+    assert why.observed > why.high > why.expected == pytest.approx(0.4, abs=0.03)
 
 
 def test_share_floor_at_low_volume():
