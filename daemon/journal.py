@@ -1,7 +1,8 @@
 """A write-ahead journal of received mentions, so a crash loses none of them.
 
-The broker counts a QoS 1 message delivered the moment crisisd receives it,
-and the detectors' state is snapshotted only every few minutes. Without a
+The broker counts a QoS 1 message delivered once crisisd acknowledges it,
+which it does once the message is journaled (``daemon.sources.mqtt``), and
+the detectors' state is snapshotted only every few minutes. Without a
 journal a ``kill -9`` would lose what arrived since the last snapshot. Each
 batch is appended here (one ``write`` to an append-only file, which survives
 the process being killed) just before it enters the windows; a snapshot

@@ -163,6 +163,9 @@ def render(
                  int(source.connected))
         w.metric("crisisd_mqtt_messages_received_total", "counter",
                  "MQTT messages received.", source.received)
+        w.metric("crisisd_mqtt_backlog", "gauge",
+                 "MQTT messages received and not yet processed (acknowledged once they are).",
+                 source.backlog)
         w.metric("crisisd_mqtt_connects_total", "counter",
                  "Successful broker connections (reconnects included).", source.connects)
     if response is not None:

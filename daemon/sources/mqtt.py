@@ -11,7 +11,8 @@ this module adds is staying connected:
   not the daemon: it is logged, then retried after a capped exponential
   backoff with jitter (``reconnect_min`` doubling up to ``reconnect_max``),
   so a broker outage neither crashes crisisd nor makes it spin. Messages
-  already received when a connection drops are still delivered.
+  received but not yet processed when a connection drops were not
+  acknowledged: the broker delivers them again on the next connection.
 - **Ticks only while connected.** In silence the source yields a ``Tick``
   every ``idle_tick`` seconds so buckets close on a quiet broker. While
   disconnected it stays silent on purpose: ticking then would close buckets
@@ -22,16 +23,21 @@ this module adds is staying connected:
   client's queue instead, and only waits through the iterator (which is what
   notices a dropped connection) when the queue is empty. No per-message logging.
 
-QoS 1 is acknowledged by the MQTT library on receipt, so a message counts as
-delivered once it is in the client's queue. ``stop()`` therefore disconnects
-and then yields what was queued (acknowledged) before the DISCONNECT; what
-arrived while disconnecting was never acknowledged and stays in the broker's
-session for the next run. Cancelling the consuming task instead ends the
-stream at once and loses what was queued, so the daemon should ``stop()`` and
-let the stream end. Delivery is at least once, not exactly once: after a
-broken connection (or a reset while the broker was streaming) the broker
-redelivers what it has no PUBACK for, and some of it may already have been
-yielded.
+- **Acknowledged once processed.** A QoS 1 message is acknowledged (PUBACK)
+  only when the consumer comes back for the next item, that is once the
+  pipeline has journaled and counted it, not on receipt as the MQTT library
+  would: a ``kill -9`` loses nothing the broker handed over, since whatever
+  was not yet processed was not acknowledged and the broker redelivers it.
+  It is not backpressure: mosquitto 2.0 (measured with 2.0.11) keeps sending
+  past its ``max_inflight_messages`` while acknowledgements flow, so a flood
+  still queues in crisisd; ``backlog`` (the ``crisisd_mqtt_backlog`` gauge)
+  says how far processing is behind.
+
+``stop()`` ends the stream after the batch being processed and disconnects;
+what was received but not processed stays in the broker's session for the
+next run. Delivery is at least once, not exactly once: after a broken
+connection (or a reset while the broker was streaming) the broker redelivers
+what it has no PUBACK for, and some of it may already have been processed.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ import contextlib
 import random
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
 import aiomqtt
@@ -52,6 +58,9 @@ from daemon.decode import Decoder
 from daemon.sources import SourceItem, Tick
 
 log = structlog.get_logger(__name__)
+
+#: Acknowledges one received message to the broker.
+Ack = Callable[[aiomqtt.Message], None]
 
 #: A connection that stayed up this long resets the backoff to ``reconnect_min``.
 STABLE_AFTER = 10.0
@@ -105,7 +114,12 @@ class MqttSource:
         ]
         self._rng = rng or random.Random()
         self._stopping = asyncio.Event()
-        self._carry: list[aiomqtt.Message] = []
+        self._inbox: asyncio.Queue[aiomqtt.Message] | None = None
+
+    @property
+    def backlog(self) -> int:
+        """Messages received on this connection and not yet processed (nor acknowledged)."""
+        return self._inbox.qsize() if self._inbox is not None else 0
 
     def stop(self) -> None:
         """End the stream: disconnect, hand over what was received, return.
@@ -114,8 +128,8 @@ class MqttSource:
         """
         self._stopping.set()
 
-    def _client(self) -> tuple[aiomqtt.Client, asyncio.Queue[aiomqtt.Message]]:
-        """A fresh client for one connection attempt, and its message queue."""
+    def _client(self) -> tuple[aiomqtt.Client, asyncio.Queue[aiomqtt.Message], Ack]:
+        """A fresh client for one connection attempt, its message queue and acknowledger."""
         cfg = self.config
         queues: list[asyncio.Queue[aiomqtt.Message]] = []
 
@@ -136,7 +150,8 @@ class MqttSource:
             tls_context=ssl.create_default_context() if cfg.tls else None,
             queue_type=cast(Any, make_queue),
         )
-        return client, queues[0]
+        # before connecting: a persistent session starts delivering at the CONNACK
+        return client, queues[0], _manual_acks(client)
 
     async def stream(self) -> AsyncIterator[SourceItem]:
         """Yield event batches and ticks until ``stop()`` or cancellation."""
@@ -144,10 +159,10 @@ class MqttSource:
         while not self._stopping.is_set():
             up_at: float | None = None
             inbox: asyncio.Queue[aiomqtt.Message] | None = None
-            acked: int | None = None
             error: BaseException | None = None
             try:
-                client, inbox = self._client()
+                client, inbox, ack = self._client()
+                self._inbox = inbox
                 async with client:
                     granted = await client.subscribe([(t, self.config.qos) for t in self.topics])
                     refused = [
@@ -167,12 +182,11 @@ class MqttSource:
                         qos=self.config.qos,
                         attempt=attempt,
                     )
-                    async with contextlib.aclosing(self._receive(client, inbox)) as items:
+                    async with contextlib.aclosing(self._receive(client, inbox, ack)) as items:
                         async for item in items:
                             yield item
-                    # stop(): what is queued now has its PUBACK queued before
+                    # stop(): the PUBACKs of what was processed are queued before
                     # the DISCONNECT that leaving this block sends.
-                    acked = inbox.qsize()
             except (aiomqtt.MqttError, OSError) as exc:
                 error = exc
             except Exception as exc:  # never crash the daemon over the connection
@@ -181,9 +195,9 @@ class MqttSource:
             finally:
                 self.connected = False
                 self.subscribed.clear()
+                self._inbox = None
             if inbox is not None:
-                for batch in self._drain(inbox, acked):
-                    yield batch
+                self._leave(inbox)
             if self._stopping.is_set():
                 break
             if up_at is not None:
@@ -206,9 +220,12 @@ class MqttSource:
         log.info("mqtt_stopped", received=self.received)
 
     async def _receive(
-        self, client: aiomqtt.Client, inbox: asyncio.Queue[aiomqtt.Message]
+        self, client: aiomqtt.Client, inbox: asyncio.Queue[aiomqtt.Message], ack: Ack
     ) -> AsyncIterator[SourceItem]:
         """Batches and ticks of one connection; returns on ``stop()``.
+
+        Each message is acknowledged when the consumer comes back for the next
+        item, or at once if it held nothing valid.
 
         Raises ``MqttError`` when the connection drops (from the iterator).
         """
@@ -247,52 +264,33 @@ class MqttSource:
                 self.received += 1
                 events = decode(message.topic.value, message.payload)  # type: ignore[arg-type]
                 if events:
-                    yield events
+                    yield events  # back here once the consumer has journaled them
                 if deadletters:
                     await self._deadletter(client)
+                ack(message)
         finally:
             stop_wait.cancel()
-            if pending is not None:
-                if pending.done() and not pending.cancelled() and pending.exception() is None:
-                    # Taken off the queue just as we stopped: _drain delivers it.
-                    self._carry.append(pending.result())
-                elif not pending.done():
-                    # Not awaited: waiting here could swallow a cancellation of
-                    # the consumer. The queue get inside is cancellation-safe.
-                    pending.cancel()
-                    pending.add_done_callback(_retrieve)
+            # A message taken off the queue just as we stopped is not acknowledged:
+            # the broker keeps it for the next run.
+            if pending is not None and not pending.done():
+                # Not awaited: waiting here could swallow a cancellation of
+                # the consumer. The queue get inside is cancellation-safe.
+                pending.cancel()
+                pending.add_done_callback(_retrieve)
 
-    def _drain(self, inbox: asyncio.Queue[aiomqtt.Message], acked: int | None) -> list[SourceItem]:
-        """Decode what is left in a closed connection's queue.
+    def _leave(self, inbox: asyncio.Queue[aiomqtt.Message]) -> None:
+        """Leave a closed connection's unprocessed messages to the broker.
 
-        After ``stop()``, ``acked`` is how many queued messages were acknowledged
-        before the DISCONNECT: those are delivered. Messages that came in while
-        disconnecting were never acknowledged (their PUBACK would follow the
-        DISCONNECT), so the broker keeps them in the session for the next run
-        and they are left alone here; delivering them too would duplicate
-        them. When the connection broke instead (``acked`` is ``None``) nobody
-        knows which PUBACKs got out: everything is delivered, as QoS 1 allows
-        (at least once).
+        None of them was acknowledged, so the broker's session holds them for
+        the next connection; delivering them here as well would duplicate
+        them.
         """
-        out: list[SourceItem] = []
-        messages = self._carry
-        self._carry = []
-        while not inbox.empty() and (acked is None or acked > 0):
-            messages.append(inbox.get_nowait())
-            if acked is not None:
-                acked -= 1
         if not inbox.empty():
             log.info("mqtt_left_for_redelivery", messages=inbox.qsize())
-        for message in messages:
-            self.received += 1
-            events = self.decoder.decode(message.topic.value, message.payload)  # type: ignore[arg-type]
-            if events:
-                out.append(events)
         if self.decoder.keep_deadletters:
             dropped = self.decoder.take_deadletters()
             if dropped:
                 log.warning("mqtt_deadletters_dropped", count=len(dropped), why="disconnected")
-        return out
 
     async def _deadletter(self, client: aiomqtt.Client) -> None:
         """Republish rejected payloads, raw, at QoS 0; a failure only costs them."""
@@ -302,6 +300,22 @@ class MqttSource:
                 self.deadlettered += 1
             except aiomqtt.MqttError as exc:
                 log.warning("mqtt_deadletter_failed", error=str(exc), reason=letter.reason)
+
+
+def _manual_acks(client: aiomqtt.Client) -> Ack:
+    """Stop ``client`` acknowledging on receipt; the function that acknowledges a message.
+
+    aiomqtt (2.5) acknowledges a QoS 1 message the moment it is queued and
+    has no switch for it; paho, underneath, has one (``manual_ack``).
+    """
+    paho = client._client  # aiomqtt exposes no manual acknowledgement of its own
+    paho.manual_ack_set(True)
+
+    def ack(message: aiomqtt.Message) -> None:
+        if message.qos > 0:
+            paho.ack(message.mid, message.qos)
+
+    return ack
 
 
 def _describe(error: BaseException | None) -> str:
