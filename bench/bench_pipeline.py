@@ -122,8 +122,8 @@ async def crisisd_live(port: int, count: int, batch: int) -> float:
             first = time.perf_counter()
         await asyncio.sleep(0.005)
     elapsed = time.perf_counter() - first
-    source.stop()
-    runner.cancel()
+    source.stop()  # as the daemon stops: the stream ends after the batch in hand
+    await asyncio.wait_for(runner, 30)
     pipeline.close()
     proc.wait()
     return count / elapsed
