@@ -54,6 +54,7 @@ from daemon.roster import Recipient, Roster
 from daemon.store import Statement, Store, TimerRow
 from daemon.templating import Medium as TextMedium
 from daemon.templating import Templates, sha256, span, stamp
+from daemon.timeline import describe
 
 log = structlog.get_logger("crisisd.engine")
 
@@ -543,6 +544,7 @@ class Engine:
                 for role, ref in incident.roles.items()
             },
             "top_terms": terms[:10],
+            "why": [describe(a) for a in incident.anomalies[:10]],
             "samples": samples[:5],
             "report": "",
             "role_of_recipient": "",

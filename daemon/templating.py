@@ -38,6 +38,7 @@ DEFAULTS: dict[str, str] = {
         "Incident {{ incident.id }} ({{ incident.title }}) opened {{ incident.opened }}\n"
         "Brand: {{ brand }}    Channel: {{ channel }}    Severity: {{ incident.severity }}\n"
         "What we see: {{ figures.summary }}\n"
+        "{% if why %}Why it alerted:\n{% for line in why %}  - {{ line }}\n{% endfor %}{% endif %}"
         "{% if top_terms %}Top terms: {{ top_terms | join(', ') }}\n{% endif %}"
         "Roles:\n{% for role, name in roles.items() %}  - {{ role }}: {{ name }}\n{% endfor %}"
         "{% if samples %}Most-read mentions:\n{% for s in samples %}"
@@ -196,6 +197,8 @@ def sample_context() -> dict[str, Any]:
         "roles": {"incident_commander": "Sample Person"},
         "role_holders": {"incident_commander": {"name": "Sample Person", "email": "x@example.com"}},
         "top_terms": ["recall"],
+        "why": ["volume: 120 (expected 20, normal 8–36)",
+                "negative_share over the last 30m: 0.55 (expected 0.41, normal 0.33–0.49)"],
         "samples": [{"author": "someone", "followers": 10, "text": "sample", "url": ""}],
         "report": "",
         "statement": "sample statement",

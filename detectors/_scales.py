@@ -260,7 +260,8 @@ class Scales(Bank):
 
         A turn caught by the half-hour window is explained by the half hour's
         level against the band of as many mentions, not by a bucket that
-        alone looks ordinary.
+        alone looks ordinary; a bucket, by the band of its own mentions (20
+        negatives of 20 are far out, 1 of 1 is not).
         """
         kept = getattr(self, "_kept_ev", None)
         if kept is None or kept[0] != t:
@@ -272,8 +273,10 @@ class Scales(Bank):
         masses, counts, which = kept[4][3], kept[4][4], kept[4][6]
         s = int(which[j])
         n = float(counts[s, j])
-        if s == 0 or n <= 0.0:
+        if n <= 0.0:
             return self.band(t, p, slot)
         band = self._band(slot, p, n, self.spans[s])
+        if s == 0:  # the bucket's own value, against the band of its own mentions
+            return band
         return Band(band.expected, band.low, band.high, observed=float(masses[s, j]) / n,
                     window=self.spans[s] * self.bucket)

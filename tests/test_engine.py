@@ -48,6 +48,7 @@ async def test_opening_runs_every_immediate_step_in_order(h):
     assert "acme" in page.body and "You are incident_commander" in page.body
     brief = next(a for a in h.target.media("email") if "Incident brief" in a.subject)
     assert "incident_commander: Alice" in brief.body
+    assert "Why it alerted:\n  - volume: 200 (expected 20, normal 0–40)" in brief.body
     assert {r["id"] for r in brief.to} == {"grace", "alice", "carla", "team:pr"}
     hook = h.target.media("webhook")[0]
     assert hook.data["url"] == "http://127.0.0.1:9/pause" and hook.body == '{"brand": "acme"}'
