@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -25,14 +26,20 @@ DAY = 86400.0
 
 __all__ = ["Scales"]
 
-#: A bucket's evaluation, kept from ``score`` for ``learn`` (and ``evidence``):
-#: whether each slot was warm, its tail probability, its model tail
-#: probability (before the record gate, the smallest over the scales), the
-#: masses, mentions and standardised levels of every scale, (scales, slots)
-#: each (the bucket's own first; the level −inf where it was not tested), and
-#: the scale that decided each slot's tail probability.
-Evaluation = tuple[npt.NDArray[np.bool_], FloatArray, FloatArray, FloatArray, FloatArray,
-                   FloatArray, npt.NDArray[np.intp]]
+class Evaluation(NamedTuple):
+    """A bucket's evaluation, kept from ``score`` for ``learn`` (and ``evidence``).
+
+    Per slot, except the (scales, slots) arrays, whose first row is the
+    bucket's own scale.
+    """
+
+    warm: npt.NDArray[np.bool_]
+    p: FloatArray  # tail probability over the scales (1 where cold)
+    p_model: FloatArray  # the smallest model tail probability, before the records
+    masses: FloatArray  # (scales, slots)
+    counts: FloatArray  # (scales, slots): the mentions behind each mass
+    z: FloatArray  # (scales, slots): standardised levels (−inf where not tested)
+    which: npt.NDArray[np.intp]  # the scale that decided p
 
 
 class Scales(Bank):
@@ -168,26 +175,26 @@ class Scales(Bank):
         ev = self._assess(slots, x, n)
         self._keep(t, slots, x, n, ev)
         # cold and under-floor slots have p = 1, which the hold keeps at 1: score 0
-        return 1.0 - np.maximum(self.hold.gate(slots, t, ev[1]), P_FLOOR)
+        return 1.0 - np.maximum(self.hold.gate(slots, t, ev.p), P_FLOOR)
 
     def learn(self, t: float, slots: Slots, x: FloatArray, n: FloatArray) -> None:
         """Push the records, the hold and the ring; learn every bucket with mentions."""
         ev = self._kept(t, slots, x, n)
-        warm, p, pm, mass, count, z, _ = self._assess(slots, x, n) if ev is None else ev
-        self.hold.push(slots, t, p)
+        e: Evaluation = self._assess(slots, x, n) if ev is None else ev
+        self.hold.push(slots, t, e.p)
         rows = self._rows(slots)
-        typ = np.empty_like(count)
+        typ = np.empty_like(e.counts)
         typ[0] = self.typ_n[rows]
         if len(self.spans) > 1:
             typ_w = self.typ_w[rows].T
-            typ_w += self.a * (count[1:] - typ_w)
+            typ_w += self.a * (e.counts[1:] - typ_w)
             self.typ_w[rows] = typ_w.T
             typ[1:] = typ_w
-        normal = warm & (pm >= self.record_cap)
+        normal = e.warm & (e.p_model >= self.record_cap)
         typical = np.maximum(0.5 * typ, self.floor)
-        for rec, zs, c, ty in zip(self.records, z, count, typical, strict=True):
+        for rec, zs, c, ty in zip(self.records, e.z, e.counts, typical, strict=True):
             rec.push(slots, t, zs, normal & (c >= ty))
-        self.ring.push(slots, np.stack((mass[0], n), axis=1))
+        self.ring.push(slots, np.stack((e.masses[0], n), axis=1))
         self.last_t[slots] = t
         has = n > 0.0  # every bucket with mentions teaches; the floor is for scoring
         if np.count_nonzero(has) < len(has):
@@ -222,7 +229,7 @@ class Scales(Bank):
                 i = np.flatnonzero(warm)
                 p[i], pm[i], z[:, i], which[i] = self._evaluate(slots[i], masses[:, i],
                                                                 counts[:, i])
-        return warm, p, pm, masses, counts, z, which
+        return Evaluation(warm, p, pm, masses, counts, z, which)
 
     def _evaluate(self, slots: Slots, masses: FloatArray, counts: FloatArray
                   ) -> tuple[FloatArray, FloatArray, FloatArray, npt.NDArray[np.intp]]:
@@ -263,20 +270,16 @@ class Scales(Bank):
         alone looks ordinary; a bucket, by the band of its own mentions (20
         negatives of 20 are far out, 1 of 1 is not).
         """
-        kept = getattr(self, "_kept_ev", None)
-        if kept is None or kept[0] != t:
+        scored = self._scored(t, slot)
+        if scored is None:
             return self.band(t, p, slot)
-        at = np.flatnonzero(kept[1] == slot)
-        if not len(at):
-            return self.band(t, p, slot)
-        j = int(at[0])
-        masses, counts, which = kept[4][3], kept[4][4], kept[4][6]
-        s = int(which[j])
-        n = float(counts[s, j])
+        j, e = scored
+        s = int(e.which[j])
+        n = float(e.counts[s, j])
         if n <= 0.0:
             return self.band(t, p, slot)
         band = self._band(slot, p, n, self.spans[s])
         if s == 0:  # the bucket's own value, against the band of its own mentions
             return band
-        return Band(band.expected, band.low, band.high, observed=float(masses[s, j]) / n,
+        return Band(band.expected, band.low, band.high, observed=float(e.masses[s, j]) / n,
                     window=self.spans[s] * self.bucket)

@@ -166,6 +166,15 @@ class Bank:
         """Remember ``score``'s evaluation of these arrays for the ``learn`` that follows."""
         self._kept_ev = (t, slots, x, n, ev)
 
+    def _scored(self, t: float, slot: int) -> tuple[int, Any] | None:
+        """Where ``slot`` was in the arrays ``score`` just evaluated at ``t``, and that
+        evaluation (left for ``learn``); None if it was not scored at ``t``."""
+        kept = getattr(self, "_kept_ev", None)
+        if kept is None or kept[0] != t:
+            return None
+        at = np.flatnonzero(kept[1] == slot)
+        return (int(at[0]), kept[4]) if len(at) else None
+
     def _kept(self, t: float, slots: Slots, x: FloatArray, n: FloatArray) -> Any:
         """The evaluation ``score`` just made of these arrays, or None (then evaluate afresh)."""
         kept = getattr(self, "_kept_ev", None)
