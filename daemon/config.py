@@ -107,6 +107,13 @@ class MqttConfig(Section):
     reconnect_min: Duration = 1.0
     reconnect_max: Duration = 60.0
     idle_tick: Duration = Field(5.0, description="advance the watermark this often in silence")
+    max_unacked: int = Field(
+        500,
+        ge=0,
+        description="received QoS 1 messages left unacknowledged until journaled; past "
+        "this, the oldest is acknowledged on receipt. Keep it below the broker's queue "
+        "limit (mosquitto max_queued_messages, 1000 by default), which counts them",
+    )
 
     def password(self) -> str | None:
         """The broker password from the environment or ``password_file``."""

@@ -164,8 +164,10 @@ def render(
         w.metric("crisisd_mqtt_messages_received_total", "counter",
                  "MQTT messages received.", source.received)
         w.metric("crisisd_mqtt_backlog", "gauge",
-                 "MQTT messages received and not yet processed (acknowledged once they are).",
-                 source.backlog)
+                 "MQTT messages received and not yet processed.", source.backlog)
+        w.metric("crisisd_mqtt_acked_early_total", "counter",
+                 "MQTT messages acknowledged before being processed (past mqtt.max_unacked).",
+                 source.acked_early)
         w.metric("crisisd_mqtt_connects_total", "counter",
                  "Successful broker connections (reconnects included).", source.connects)
     if response is not None:

@@ -53,11 +53,18 @@ def _wait_port(port: int, timeout: float, proc: subprocess.Popen[bytes]) -> None
 
 @dataclass
 class Mosquitto:
-    """A mosquitto process under test control; restarts keep port and data."""
+    """A mosquitto process under test control; restarts keep port and data.
+
+    The queue limits are generous by default so tests of other things never
+    meet them; ``max_queued=1000, max_inflight=20`` are mosquitto's own
+    defaults, what a deployment gets unless it says otherwise.
+    """
 
     workdir: Path
     port: int = field(default_factory=free_port)
     host: str = HOST
+    max_queued: int = 100_000
+    max_inflight: int = 100
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -81,8 +88,8 @@ class Mosquitto:
             "persistence true\n"
             f"persistence_location {data}/\n"
             "autosave_interval 1\n"
-            "max_queued_messages 100000\n"
-            "max_inflight_messages 100\n"
+            f"max_queued_messages {self.max_queued}\n"
+            f"max_inflight_messages {self.max_inflight}\n"
             f"log_dest file {self.log}\n"
             "log_type error\nlog_type warning\nlog_type notice\n"
         )

@@ -23,15 +23,22 @@ this module adds is staying connected:
   client's queue instead, and only waits through the iterator (which is what
   notices a dropped connection) when the queue is empty. No per-message logging.
 
-- **Acknowledged once processed.** A QoS 1 message is acknowledged (PUBACK)
-  only when the consumer comes back for the next item, that is once the
-  pipeline has journaled and counted it, not on receipt as the MQTT library
-  would: a ``kill -9`` loses nothing the broker handed over, since whatever
-  was not yet processed was not acknowledged and the broker redelivers it.
-  It is not backpressure: mosquitto 2.0 (measured with 2.0.11) keeps sending
-  past its ``max_inflight_messages`` while acknowledgements flow, so a flood
-  still queues in crisisd; ``backlog`` (the ``crisisd_mqtt_backlog`` gauge)
-  says how far processing is behind.
+- **Acknowledged once processed, within a window.** A QoS 1 message is
+  acknowledged (PUBACK) only when the consumer comes back for the next item,
+  that is once the pipeline has journaled and counted it, not on receipt as
+  the MQTT library would: a ``kill -9`` loses nothing the broker handed over,
+  since whatever was not yet processed was not acknowledged and the broker
+  redelivers it. At most ``max_unacked`` messages wait so; when a flood
+  brings more, the oldest waiting one is acknowledged at once (acknowledgements
+  stay in order, as MQTT asks). Why: the broker counts unacknowledged
+  messages against its queue limit (mosquitto's ``max_queued_messages``,
+  1000 by default) and silently drops new ones past it; measured with
+  mosquitto 2.0.11, a 3,000-message flood into a slow consumer lost 1,300
+  without the window. Past the window a ``kill -9`` can lose what was
+  acknowledged early (``acked_early`` counts it). Nor is this backpressure:
+  mosquitto keeps sending past its ``max_inflight_messages`` while
+  acknowledgements flow, so a flood still queues in crisisd; ``backlog``
+  (the ``crisisd_mqtt_backlog`` gauge) says how far processing is behind.
 
 ``stop()`` ends the stream after the batch being processed and disconnects;
 what was received but not processed stays in the broker's session for the
@@ -47,6 +54,7 @@ import contextlib
 import random
 import ssl
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
@@ -66,6 +74,48 @@ Ack = Callable[[aiomqtt.Message], None]
 STABLE_AFTER = 10.0
 #: Floor of any reconnect delay, whatever the configuration says: never spin.
 MIN_DELAY = 0.05
+
+
+class Inbox(asyncio.Queue[aiomqtt.Message]):
+    """The client's queue of received messages, keeping the acknowledgement window.
+
+    aiomqtt puts every message it receives here (``queue_type``); the source
+    takes them in order. QoS 1 messages are also kept, in order, until
+    :meth:`processed` acknowledges them, and at most ``window`` of them: past
+    that, receiving one acknowledges the oldest (see the module docstring for
+    why). Acknowledgements therefore go out in the order the messages came.
+    """
+
+    def __init__(self, window: int) -> None:
+        super().__init__()
+        self.window = window
+        self.acknowledge: Ack | None = None  # set once the client exists
+        self.acked_early = 0
+        self._unacked: deque[aiomqtt.Message] = deque()
+        self._full = False
+
+    def put_nowait(self, item: aiomqtt.Message) -> None:
+        """Queue a received message; acknowledge the oldest waiting one past the window."""
+        if item.qos > 0 and self.acknowledge is not None:
+            self._unacked.append(item)
+            if len(self._unacked) > self.window:
+                self.acknowledge(self._unacked.popleft())
+                self.acked_early += 1
+                if not self._full:
+                    self._full = True
+                    log.warning("mqtt_ack_window_full", window=self.window,
+                                backlog=self.qsize() + 1,
+                                why="acknowledging on receipt until processing catches up")
+        super().put_nowait(item)
+
+    def processed(self, message: aiomqtt.Message) -> None:
+        """Acknowledge ``message`` now that it is processed, unless that was done early."""
+        if self._unacked and self._unacked[0] is message:
+            self._unacked.popleft()
+            if self.acknowledge is not None:
+                self.acknowledge(message)
+            if self._full and len(self._unacked) <= self.window // 2:
+                self._full = False
 
 
 def backoff_delay(attempt: int, low: float, high: float, rng: random.Random | None = None) -> float:
@@ -114,12 +164,18 @@ class MqttSource:
         ]
         self._rng = rng or random.Random()
         self._stopping = asyncio.Event()
-        self._inbox: asyncio.Queue[aiomqtt.Message] | None = None
+        self._inbox: Inbox | None = None
+        self._acked_early = 0  # on connections that ended
 
     @property
     def backlog(self) -> int:
-        """Messages received on this connection and not yet processed (nor acknowledged)."""
+        """Messages received on this connection and not yet processed."""
         return self._inbox.qsize() if self._inbox is not None else 0
+
+    @property
+    def acked_early(self) -> int:
+        """Messages acknowledged before they were processed (past the ``max_unacked`` window)."""
+        return self._acked_early + (self._inbox.acked_early if self._inbox is not None else 0)
 
     def stop(self) -> None:
         """End the stream: disconnect, hand over what was received, return.
@@ -128,13 +184,13 @@ class MqttSource:
         """
         self._stopping.set()
 
-    def _client(self) -> tuple[aiomqtt.Client, asyncio.Queue[aiomqtt.Message], Ack]:
-        """A fresh client for one connection attempt, its message queue and acknowledger."""
+    def _client(self) -> tuple[aiomqtt.Client, Inbox]:
+        """A fresh client for one connection attempt, and its message queue."""
         cfg = self.config
-        queues: list[asyncio.Queue[aiomqtt.Message]] = []
+        queues: list[Inbox] = []
 
-        def make_queue(maxsize: int = 0) -> asyncio.Queue[aiomqtt.Message]:
-            queue: asyncio.Queue[aiomqtt.Message] = asyncio.Queue(maxsize)
+        def make_queue(maxsize: int = 0) -> Inbox:
+            queue = Inbox(cfg.max_unacked)
             queues.append(queue)
             return queue
 
@@ -151,17 +207,19 @@ class MqttSource:
             queue_type=cast(Any, make_queue),
         )
         # before connecting: a persistent session starts delivering at the CONNACK
-        return client, queues[0], _manual_acks(client)
+        inbox = queues[0]
+        inbox.acknowledge = _manual_acks(client)
+        return client, inbox
 
     async def stream(self) -> AsyncIterator[SourceItem]:
         """Yield event batches and ticks until ``stop()`` or cancellation."""
         attempt = 0
         while not self._stopping.is_set():
             up_at: float | None = None
-            inbox: asyncio.Queue[aiomqtt.Message] | None = None
+            inbox: Inbox | None = None
             error: BaseException | None = None
             try:
-                client, inbox, ack = self._client()
+                client, inbox = self._client()
                 self._inbox = inbox
                 async with client:
                     granted = await client.subscribe([(t, self.config.qos) for t in self.topics])
@@ -182,7 +240,7 @@ class MqttSource:
                         qos=self.config.qos,
                         attempt=attempt,
                     )
-                    async with contextlib.aclosing(self._receive(client, inbox, ack)) as items:
+                    async with contextlib.aclosing(self._receive(client, inbox)) as items:
                         async for item in items:
                             yield item
                     # stop(): the PUBACKs of what was processed are queued before
@@ -196,6 +254,8 @@ class MqttSource:
                 self.connected = False
                 self.subscribed.clear()
                 self._inbox = None
+                if inbox is not None:
+                    self._acked_early += inbox.acked_early
             if inbox is not None:
                 self._leave(inbox)
             if self._stopping.is_set():
@@ -219,9 +279,7 @@ class MqttSource:
                 await asyncio.wait_for(self._stopping.wait(), delay)
         log.info("mqtt_stopped", received=self.received)
 
-    async def _receive(
-        self, client: aiomqtt.Client, inbox: asyncio.Queue[aiomqtt.Message], ack: Ack
-    ) -> AsyncIterator[SourceItem]:
+    async def _receive(self, client: aiomqtt.Client, inbox: Inbox) -> AsyncIterator[SourceItem]:
         """Batches and ticks of one connection; returns on ``stop()``.
 
         Each message is acknowledged when the consumer comes back for the next
@@ -267,7 +325,7 @@ class MqttSource:
                     yield events  # back here once the consumer has journaled them
                 if deadletters:
                     await self._deadletter(client)
-                ack(message)
+                inbox.processed(message)
         finally:
             stop_wait.cancel()
             # A message taken off the queue just as we stopped is not acknowledged:
@@ -278,12 +336,11 @@ class MqttSource:
                 pending.cancel()
                 pending.add_done_callback(_retrieve)
 
-    def _leave(self, inbox: asyncio.Queue[aiomqtt.Message]) -> None:
+    def _leave(self, inbox: Inbox) -> None:
         """Leave a closed connection's unprocessed messages to the broker.
 
-        None of them was acknowledged, so the broker's session holds them for
-        the next connection; delivering them here as well would duplicate
-        them.
+        Those not acknowledged early are in the broker's session for the next
+        connection; delivering them here as well would duplicate them.
         """
         if not inbox.empty():
             log.info("mqtt_left_for_redelivery", messages=inbox.qsize())
