@@ -16,6 +16,7 @@ playbook once.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -37,6 +38,7 @@ from daemon.domain import Anomaly, Incident, Severity
 from daemon.incidents import Route, is_crisis_like
 from daemon.roster import parse_instant, zone
 from daemon.templating import Templates
+from detectors.terms import load_lexicon
 
 SCHEMA_FILE = "playbook.schema.json"
 STEP_KINDS = ("page", "email", "chat", "post_statement", "escalate", "update", "webhook")
@@ -438,6 +440,17 @@ def cross_check(
                     "or term:<word>)",
                 )
             )
+    if playbook.match.categories:
+        where, known = _lexicon_categories(config.detection.lexicon)
+        for index, category in enumerate(playbook.match.categories):
+            if known is not None and category not in known:
+                problems.append(
+                    located.problem(
+                        ("match", "categories", index),
+                        f"unknown category {category!r} (the lexicon {where} has "
+                        f"{', '.join(sorted(known)) or 'none'})",
+                    )
+                )
     for role, spec in playbook.roles.items():
         kind = spec.ref().partition(":")[0]
         message = _check_ref(spec.ref(), playbook, config, allow_roles=False)
@@ -484,6 +497,22 @@ def cross_check(
     refs(("resolve", "notify"), playbook.resolve.notify)
     template(("resolve",), None, playbook.resolve.template)
     return problems
+
+
+@functools.lru_cache(maxsize=4)
+def _lexicon_categories(path: Path | None) -> tuple[str, frozenset[str] | None]:
+    """Where the crisis lexicon is, and its categories (None if it cannot be read).
+
+    A category no lexicon term belongs to can never match: a typo there
+    would leave a playbook silent through the very crisis it is for. Read
+    once per process, as the detectors read it: a changed lexicon takes a
+    restart.
+    """
+    where = str(path) if path is not None else "detectors/lexicon.yaml"
+    try:
+        return where, frozenset(load_lexicon(path).category.values())
+    except (OSError, ValueError):  # the detectors report an unreadable lexicon themselves
+        return where, None
 
 
 def config_problems(located: yamlfile.Located, config: Config) -> list[yamlfile.Problem]:

@@ -156,6 +156,28 @@ def test_approval_by_unknown_role(tmp_path):
     assert "unknown role 'legal'" in p.message
 
 
+def test_unknown_lexicon_category(tmp_path):
+    """A misspelt category would match nothing: the playbook would stay silent."""
+    text = BASE.replace("title: Test\n", "title: Test\nmatch:\n  categories: [safety, securty]\n")
+    p = one(tmp_path, text)
+    assert (p.line, p.column) == (4, 24)
+    assert "unknown category 'securty'" in p.message
+    assert "security" in p.message and "detectors/lexicon.yaml" in p.message
+
+
+def test_categories_come_from_the_configured_lexicon(tmp_path):
+    lexicon = write(tmp_path, "lexicon.yaml", "allergens:\n  - peanut\n  - gluten\n")
+    cfg = make_config(tmp_path, f"detection:\n  lexicon: {lexicon}\n")
+    text = BASE.replace("title: Test\n", "title: Test\nmatch:\n  categories: [allergens]\n")
+    write(tmp_path / "ok", "p.yaml", text)
+    assert len(playbook.load(tmp_path / "ok", cfg)) == 1
+    write(tmp_path / "bad", "p.yaml", text.replace("[allergens]", "[safety]"))
+    with pytest.raises(yamlfile.FileProblems) as info:
+        playbook.load(tmp_path / "bad", cfg)
+    (p,) = info.value.problems
+    assert "unknown category 'safety'" in p.message and "allergens" in p.message
+
+
 def test_yaml_syntax_error_is_located(tmp_path):
     p = one(tmp_path, BASE + "  - page: {to: [incident_commander}\n")
     assert p.line == 7
