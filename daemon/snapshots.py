@@ -23,8 +23,9 @@ from daemon.windows import Windows
 
 log = structlog.get_logger("crisisd.snapshots")
 
-FORMAT = 4  # 2: detector banks per cadence; 3: severity escalation, the terms' lexicon window;
-# 4: share and sentiment at three scales, records in standard deviations
+FORMAT = 5  # 2: detector banks per cadence; 3: severity escalation, the terms' lexicon window;
+# 4: share and sentiment at three scales, records in standard deviations; 5: the hold keeps
+# what an excursion said while it lasts (share and sentiment escalate by tier too)
 FILENAME = "detectors.snapshot"
 
 

@@ -40,6 +40,7 @@ class Evaluation(NamedTuple):
     counts: FloatArray  # (scales, slots): the mentions behind each mass
     z: FloatArray  # (scales, slots): standardised levels (−inf where not tested)
     which: npt.NDArray[np.intp]  # the scale that decided p
+    said: FloatArray | None = None  # 1 − score: p as the hold let it through
 
 
 class Scales(Bank):
@@ -71,7 +72,12 @@ class Scales(Bank):
       Records take only normal levels (judged by the model before the gate,
       so an excursion does not drag the record along behind it) of a typical
       exposure (at least half the usual mentions).
-    * **One alert per excursion** (:class:`detectors._window.Hold`).
+    * **One alert per excursion** (:class:`detectors._window.Hold`, conditional,
+      as for counts): while an alert is held, a bucket alerts again only when
+      it is as unlikely given the excursion's peak as the threshold asks of
+      a fresh one, or when it passes a severity tier (``escalate``) the last
+      alert had not. A storm whose three-hour level climbs for hours makes a
+      new peak at almost every bucket; each would otherwise be an alert.
     * **Warm-up in time**: ``warmup`` seconds since the first bucket with
       mentions and at least twelve of them, so a series quiet at night still
       warms in a day. Every bucket with mentions is learnt; the weight of the
@@ -92,6 +98,7 @@ class Scales(Bank):
         half_life: float = 3 * DAY,
         hold: float = 6 * HOUR,
         hold_p: float = 1e-3,
+        escalate: tuple[float, ...] = (1e-4, 1e-6),
         clip_z: float = 3.0,
         record_window: float = 5 * DAY,
         record_cap: float = 1e-2,
@@ -112,7 +119,8 @@ class Scales(Bank):
         hours = max(1, round(record_window / HOUR))
         # standardised levels at each scale
         self.records: list[Records] = [self._part(Records(hours)) for _ in self.spans]
-        self.hold: Hold = self._part(Hold(hold=hold, hold_p=hold_p))
+        self.hold: Hold = self._part(Hold(hold=hold, hold_p=hold_p, conditional=True,
+                                          escalate=escalate))
         self.ring: Ring = self._part(Ring(self.spans[1:] or (1,), fields=2))  # mass, mentions
         self._state("typ_n", 0.0)  # EW mentions of a bucket (weighted as the model)
         self._state("typ_w", 0.0, (len(spans),))  # EW mentions of each pooled window
@@ -173,15 +181,16 @@ class Scales(Bank):
         for rec in self.records:
             rec.roll(slots, t)
         ev = self._assess(slots, x, n)
-        self._keep(t, slots, x, n, ev)
         # cold and under-floor slots have p = 1, which the hold keeps at 1: score 0
-        return 1.0 - np.maximum(self.hold.gate(slots, t, ev.p), P_FLOOR)
+        said = np.maximum(self.hold.gate(slots, t, ev.p), P_FLOOR)
+        self._keep(t, slots, x, n, ev._replace(said=said))
+        return 1.0 - said
 
     def learn(self, t: float, slots: Slots, x: FloatArray, n: FloatArray) -> None:
         """Push the records, the hold and the ring; learn every bucket with mentions."""
         ev = self._kept(t, slots, x, n)
         e: Evaluation = self._assess(slots, x, n) if ev is None else ev
-        self.hold.push(slots, t, e.p)
+        self.hold.push(slots, t, e.p, e.said)
         rows = self._rows(slots)
         typ = np.empty_like(e.counts)
         typ[0] = self.typ_n[rows]

@@ -136,10 +136,13 @@ class Hold(Bank):
     held): a storm alerts again only when it gets worse by the alert
     threshold's own factor, not when it merely edges past its peak. With
     ``escalate`` (the tail probabilities where severity tiers begin) as well,
-    a bucket past a tier boundary that the last alert was not past keeps its
-    own ``p``: a storm first seen at ``low`` severity alerts again as it
-    reaches ``high``, however smoothly it climbs, so a playbook that waits
-    for ``high`` still hears of it.
+    a bucket past a tier boundary that no alert of the excursion was past
+    keeps its own ``p``: a storm first seen at ``low`` severity alerts again
+    as it reaches ``high``, however smoothly it climbs, so a playbook that
+    waits for ``high`` still hears of it. What the excursion said is kept for
+    as long as the excursion is held, not only for ``hold`` seconds: a storm
+    that stays out for longer than that does not alert again at the tier it
+    was announced at.
 
     Examples
     --------
@@ -163,9 +166,11 @@ class Hold(Bank):
         self.conditional = conditional
         # -ln of the tier boundaries, with a tolerance for 1 − x rounding (as severity_for)
         self.tiers = -np.log(np.asarray(escalate, np.float64) * (1.0 + 1e-6))
-        # surprise of the buckets that alerted (passed the gate below hold_p): escalation
-        # is judged against what was last said, not against a ramp's previous bucket
-        self.told: Records | None = self._part(Records(hours)) if escalate else None
+        # the biggest surprise an alert of the held excursion said (−inf: none):
+        # escalation is judged against what was said, not against a ramp's
+        # previous bucket, nor against a bucket the detector kept quiet
+        self.escalates = len(self.tiers) > 0
+        self._state("told", -math.inf)
 
     def gate(self, slots: Slots, t: float, p: FloatArray) -> FloatArray:
         """``p`` where it is news at ``t``; while a bigger surprise is held, 1 (or ``p/p_peak``)."""
@@ -178,9 +183,8 @@ class Hold(Bank):
         if self.conditional:
             ph = p[held]
             cond = ph * np.exp(np.minimum(peak[held], 700.0))
-            if self.told is not None:
-                self.told.roll(slots, t)
-                told = np.minimum(self.told.peak(slots)[held], 700.0)
+            if self.escalates:
+                told = np.minimum(self.told[self._rows(slots)][held], 700.0)
                 now = -np.log(np.maximum(ph, 1e-300))
                 # a tier boundary between the last alert and this bucket: news
                 worse = ((now[:, None] >= self.tiers) & (told[:, None] < self.tiers)).any(axis=1)
@@ -205,11 +209,13 @@ class Hold(Bank):
         ``said`` is what the detector reported of them (``1 − score``), when
         it kept that from scoring; otherwise the gate is asked again.
         """
-        if self.told is not None:  # what the gate let through, as it did when they scored
+        if self.escalates:  # what the gate let through, as it did when they scored
             g = said if said is not None else self.gate(slots, t, p)
-            said = g < math.exp(-self.surprise)
-            if np.count_nonzero(said):  # (reads roll the window first: nothing to do otherwise)
-                self.told.push(slots, t, -np.log(np.maximum(g, 1e-300)), mask=said)
+            rows = self._rows(slots)
+            told = np.where(self.held(slots, t), self.told[rows], -math.inf)  # a new excursion
+            loud = g < math.exp(-self.surprise)
+            self.told[rows] = np.where(loud, np.maximum(told, -np.log(np.maximum(g, 1e-300))),
+                                       told)
         self.rec.push(slots, t, -np.log(np.maximum(p, 1e-300)))
 
 

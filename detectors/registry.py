@@ -69,8 +69,8 @@ def make(signal: str, *, bucket: float, warmup: float, min_volume: int,
         The floor: shares and means of fewer mentions are not scored, and a
         negative-volume alert needs at least a quarter of it in negatives.
     threshold
-        The alert threshold: a count storm alerts again as it reaches each of
-        its severity tiers.
+        The alert threshold: a storm of counts, shares or sentiment alerts
+        again as it reaches each of its severity tiers.
     """
     tiers = tuple((1.0 - threshold) / f for f in (HIGH_FACTOR, CRITICAL_FACTOR))
     if signal == "volume":
@@ -79,9 +79,11 @@ def make(signal: str, *, bucket: float, warmup: float, min_volume: int,
         return SeasonalCountDetector(bucket=bucket, warmup=warmup, escalate=tiers,
                                      min_count=max(1, min_volume // 4), share_gate=True)
     if signal == "negative_share":
-        return ShareDetector(bucket=bucket, warmup=warmup, min_volume=min_volume)
+        return ShareDetector(bucket=bucket, warmup=warmup, min_volume=min_volume,
+                             escalate=tiers)
     if signal == "sentiment":
-        return SentimentDetector(bucket=bucket, warmup=warmup, min_volume=min_volume)
+        return SentimentDetector(bucket=bucket, warmup=warmup, min_volume=min_volume,
+                                 escalate=tiers)
     if signal == "reach":
         return ReachDetector(bucket=bucket, warmup=warmup)
     raise ValueError(f"unknown signal {signal!r}; expected one of {', '.join(SIGNALS)}")

@@ -52,8 +52,9 @@ class SentimentDetector(Scales):
         three hours).
     half_life
         Memory of the baseline mean and spreads (default three days).
-    hold, hold_p
-        One alert per excursion (see :class:`detectors._window.Hold`).
+    hold, hold_p, escalate
+        One alert per excursion, and again at each higher severity tier
+        (see :class:`detectors._window.Hold`).
     clip_z
         Winsorising bound of the learnt means, standard deviations either side.
     record_window, record_cap

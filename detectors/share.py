@@ -72,8 +72,9 @@ class ShareDetector(Scales):
         Lengths of the pooled time scales, seconds.
     half_life
         Memory of the baseline share and of ``ρ``.
-    hold, hold_p
-        One alert per excursion (see :class:`detectors._window.Hold`).
+    hold, hold_p, escalate
+        One alert per excursion, and again at each higher severity tier
+        (see :class:`detectors._window.Hold`).
     clip_z
         Winsorising bound of the learnt negatives, standard deviations above
         the expected count.

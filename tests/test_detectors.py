@@ -268,6 +268,30 @@ def test_share_turn_at_a_day_and_night_brand_is_caught_within_the_hour():
     assert why.observed > why.high > why.expected == pytest.approx(0.4, abs=0.03)
 
 
+def test_share_storm_alerts_once_per_severity_tier_however_long_it_lasts():
+    """A conversation that turns and stays turned for nine hours: the pooled
+    levels make a new peak at almost every bucket, and the storm outlasts the
+    six-hour hold. It is announced once, then again only at each higher tier,
+    never again at a tier already said (a tier is news once per excursion)."""
+    rng = np.random.default_rng(5)
+    b = 60.0
+    times = T0 + b * np.arange(int(6.5 * DAY / b))
+    ns = rng.poisson(20.0, len(times)).astype(float)
+    xs = rng.binomial(ns.astype(int), 0.2).astype(float)
+    start = int((5 * DAY + 10 * 3600) / b)
+    storm = np.arange(start, start + int(9 * 3600 / b))
+    ramp = np.minimum((storm - start + 1) / 60.0, 1.0)
+    xs[storm] = rng.binomial(ns[storm].astype(int), 0.2 + 0.25 * ramp).astype(float)
+    det = registry.make("negative_share", bucket=b, warmup=DAY, min_volume=20)
+    scores = feed(det, times, xs, ns)
+    assert np.all(scores[int(DAY / b):start] < BALANCED)
+    said = scores[start:storm[-1] + 1]
+    said = said[said >= BALANCED]
+    tiers = [registry.severity_for(float(x), BALANCED) for x in said]
+    assert tiers[0] is not None and len(said) <= 3, tiers
+    assert tiers == sorted(set(tiers), key=["low", "high", "critical"].index), tiers
+
+
 def test_share_floor_at_low_volume():
     times, xs, ns = share_stream(2, seed=7, vol=3.0)  # a quiet series: 3 mentions a bucket
     det = registry.make("negative_share", bucket=60, warmup=DAY, min_volume=20)
