@@ -345,12 +345,17 @@ class DetectStage:
 
         Detectors alert once per excursion; this asks the baseline itself, so a
         storm that goes on without re-alerting still keeps its incident open.
+        The value is where the signal is now (``Detector.current``): the
+        bucket, or at a brand too small for one bucket to say, the shortest
+        window with enough mentions.
         """
         if signal == "reach":
             return False
-        if signal in ("negative_share", "sentiment") and bucket.volume < self.cfg.min_volume:
+        band = bank.current(bucket.start, 1.0 - ELEVATED, slot)
+        if band.observed is not None:  # a tested level: its floor was met
+            shown = band.observed
+        elif signal in ("negative_share", "sentiment") and bucket.volume < self.cfg.min_volume:
             return False
-        band = bank.band(bucket.start, 1.0 - ELEVATED, slot)
         return shown < band.low if signal == "sentiment" else shown > band.high
 
     def _explain(self, bucket: Bucket, fired: list[_Fired]) -> list[Anomaly]:

@@ -292,3 +292,24 @@ class Scales(Bank):
             return band
         return Band(band.expected, band.low, band.high, observed=float(e.masses[s, j]) / n,
                     window=self.spans[s] * self.bucket)
+
+    def current(self, t: float, p: float, slot: int = 0) -> Band:
+        """The band of the shortest scale tested at ``t``, with its level as ``observed``.
+
+        Whether a storm is still on is a question about now: the bucket where
+        it has enough mentions, else the shortest window that does. The
+        three-hour window is the slow burn's evidence, but it lags: it stays
+        out for hours after a storm has passed.
+        """
+        scored = self._scored(t, slot)
+        if scored is None:
+            return self.band(t, p, slot)
+        j, e = scored
+        tested = np.flatnonzero(np.isfinite(e.z[:, j]))
+        if not len(tested):
+            return self.band(t, p, slot)
+        s = int(tested[0])
+        n = float(e.counts[s, j])
+        band = self._band(slot, p, n, self.spans[s])
+        return Band(band.expected, band.low, band.high, observed=float(e.masses[s, j]) / n,
+                    window=self.spans[s] * self.bucket if s else 0.0)

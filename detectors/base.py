@@ -86,6 +86,14 @@ class Detector(Protocol):
         The bucket's band, or that of the pooled window the score was decided on.
         """
 
+    def current(self, t: float, p: float, slot: int = 0) -> Band:
+        """Where the signal is now: the band of the shortest scale tested at ``t``.
+
+        Between ``score`` and ``learn``, like ``evidence``. The bucket's band,
+        or, where the bucket had too few mentions to be tested, that of the
+        shortest pooled window that had enough (with its level as ``observed``).
+        """
+
 
 class Bank:
     """Storage of per-series state as arrays indexed by slot, grown on demand.
@@ -201,6 +209,14 @@ class Bank:
         """The band that explains the slot's score at ``t``: the bucket's, unless overridden.
 
         A detector that judges pooled windows too says which one decided.
+        """
+        return self.band(t, p, slot)  # type: ignore[attr-defined]
+
+    def current(self, t: float, p: float, slot: int = 0) -> Band:
+        """Where the signal is now: the bucket's band, unless overridden.
+
+        A detector that pools windows for buckets too small to judge says
+        which window, and its level.
         """
         return self.band(t, p, slot)  # type: ignore[attr-defined]
 

@@ -143,3 +143,22 @@ def test_a_turn_caught_by_a_pooled_window_is_explained_by_that_window():
     assert first.window > 0.0
     assert first.observed > first.high > first.expected
     assert f"negative_share over the last {span(first.window)}: " in describe(first)
+
+
+def test_a_small_brands_turn_stays_elevated_through_its_half_hour_window():
+    """Buckets of ten mentions are under the floor (20): alone they can neither
+    alert nor keep an incident open. The half-hour window has enough: the
+    brand is elevated while the turn goes on, and not once it has passed."""
+    rng = np.random.default_rng(4)
+    stage = DetectStage(cfg())
+    turn, end = int(1.6 * DAY / B), int(1.6 * DAY / B) + 36
+    status = {}
+    for k in range(end + 12):
+        q = 0.6 if turn <= k < end else 0.15
+        negative = int(rng.binomial(10, q))
+        _, elevated = stage.process([bucket(A, T0 + B * k, B, 10, negative)],
+                                    watched=lambda brand: True)
+        status[k] = "acme" in elevated
+    assert not any(status[k] for k in range(int(DAY / B), turn))
+    assert all(status[k] for k in range(turn + 6, end))  # three hours of the turn, all of it
+    assert not any(status[k] for k in range(end + 8, end + 12))  # the window has moved on
