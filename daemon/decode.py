@@ -414,6 +414,18 @@ class Decoder:
             return None
         return self.decode_record(obj)
 
+    def count_row(self, reason: str | None, detail: str = "", sample: bytes = b"") -> None:
+        """Count one row of a replay file that is not JSON (a CSV row), valid if no ``reason``.
+
+        Such rows are checked by their reader; counting them here keeps one
+        tally, and one rate-limited log, of everything a replay rejected.
+        """
+        self.items += 1
+        if reason is None:
+            self.valid["metric"] += 1
+        else:
+            self._reject(reason, detail, "<row>", sample, keep=False)
+
     # -- bookkeeping -------------------------------------------------------
 
     def _reject(

@@ -8,6 +8,7 @@ import json
 import time
 
 import pytest
+import structlog.testing
 
 from daemon import backtest, cli, config, demo
 from daemon.domain import IncidentChange
@@ -74,3 +75,26 @@ def test_csv_replay_writes_nab_layout_scores(tmp_path):
     assert [r[0] for r in got[1:]] == [t for t, _ in rows]
     assert all(0.0 <= float(r[2]) <= 1.0 and r[3] in ("0", "1") for r in got[1:])
     assert sorted(p.name for p in out.iterdir()) == ["volume"]
+
+
+def test_bad_csv_rows_are_counted_and_skipped_fractions_rounded(tmp_path):
+    data = tmp_path / "Series_B.csv"
+    data.write_text(
+        "timestamp,value\n"
+        "2015-02-26 21:40:00,3\n"
+        "2015-02-26 21:45:00,abc\n"  # not a number
+        "yesterday,4\n"  # not a timestamp
+        "2015-02-26 21:55:00,-2\n"  # not a count
+        "2015-02-26 22:00:00\n"  # no value
+        "2015-02-26 22:05:00,2.6\n"  # rounded to 3, and said so
+        "2015-02-26 22:10:00,5\n"
+    )
+    with structlog.testing.capture_logs() as logs:
+        result = asyncio.run(backtest.replay([data], config.Config()))
+    assert result.invalid == {"wrong_type": 1, "bad_timestamp": 1, "out_of_range": 1,
+                              "missing_field": 1}
+    assert result.stats.metrics == 3
+    details = [e.get("detail") for e in logs if e["event"] == "payload_rejected"]
+    assert "Series_B.csv:3: 'abc' is not a number" in details
+    (rounded,) = [e for e in logs if e["event"] == "replay_values_rounded"]
+    assert (rounded["line"], rounded["value"]) == (7, 2.6)

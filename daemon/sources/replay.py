@@ -17,13 +17,18 @@ import csv
 import functools
 import heapq
 import itertools
+import math
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from daemon.decode import Decoder
+import structlog
+
+from daemon.decode import BAD_TIMESTAMP, MISSING_FIELD, OUT_OF_RANGE, WRONG_TYPE, Decoder
 from daemon.domain import Event, MetricPoint
 from daemon.sources import SourceItem
+
+log = structlog.get_logger(__name__)
 
 
 class ReplayError(Exception):
@@ -38,23 +43,61 @@ def _csv_time(text: str) -> float:
     return moment.timestamp()
 
 
-def read_csv(path: Path) -> Iterator[MetricPoint]:
-    """Rows of a ``timestamp,value`` file as metric points of one series."""
+def read_csv(path: Path, decoder: Decoder) -> Iterator[MetricPoint]:
+    """Rows of a ``timestamp,value`` file as metric points of one series.
+
+    A value is a count of mentions: a row whose timestamp does not parse, or
+    whose value is not a number or is negative, is counted and logged by the
+    decoder (as a JSON line would be) and skipped. A fractional value is
+    rounded, and the file's first one is logged, so a series that is not a
+    count does not pass as one unnoticed.
+    """
     with path.open(newline="", encoding="utf-8") as fh:
         reader = csv.reader(fh)
         header = [h.strip().lower() for h in next(reader, [])]
         if header[:2] != ["timestamp", "value"]:
             raise ReplayError(f"{path}: expected a 'timestamp,value' header, got {header}")
-        rows = [(_csv_time(r[0]), float(r[1])) for r in reader if r]
+        rows = [row for row in (_csv_row(path, line, r, decoder)
+                                for line, r in enumerate(reader, start=2) if r) if row]
     if not rows:
         return
     spacings = sorted(b[0] - a[0] for a, b in itertools.pairwise(rows[:1000]))
     interval = spacings[len(spacings) // 2] if spacings else 60.0
     brand = path.stem
-    for ts, value in rows:
-        yield MetricPoint(
-            ts=ts, brand=brand, channel="", volume=max(0, round(value)), interval=interval
-        )
+    fractional = next(((line, v) for _, v, line in rows if not v.is_integer()), None)
+    if fractional is not None:
+        log.warning("replay_values_rounded", file=str(path), line=fractional[0],
+                    value=fractional[1], why="a value is a count of mentions")
+    for ts, value, _ in rows:
+        yield MetricPoint(ts=ts, brand=brand, channel="", volume=round(value), interval=interval)
+
+
+def _csv_row(path: Path, line: int, row: list[str],
+             decoder: Decoder) -> tuple[float, float, int] | None:
+    """(time, value, line) of one CSV row, or None after counting why it is bad."""
+    where = f"{path.name}:{line}"
+    if len(row) < 2:
+        decoder.count_row(MISSING_FIELD, f"{where}: expected timestamp,value", _raw(row))
+        return None
+    try:
+        ts = _csv_time(row[0])
+    except ValueError:
+        decoder.count_row(BAD_TIMESTAMP, f"{where}: {row[0]!r} is not a timestamp", _raw(row))
+        return None
+    try:
+        value = float(row[1])
+    except ValueError:
+        decoder.count_row(WRONG_TYPE, f"{where}: {row[1]!r} is not a number", _raw(row))
+        return None
+    if not value >= 0.0 or math.isinf(value):  # (also NaN)
+        decoder.count_row(OUT_OF_RANGE, f"{where}: {row[1]!r} is not a count", _raw(row))
+        return None
+    decoder.count_row(None)
+    return ts, value, line
+
+
+def _raw(row: list[str]) -> bytes:
+    return ",".join(row).encode()
 
 
 def read_jsonl(path: Path, decoder: Decoder) -> Iterator[Event]:
@@ -82,7 +125,8 @@ class ReplaySource:
 
     def _events(self) -> Iterator[Event]:
         streams = [
-            read_csv(p) if p.suffix.lower() == ".csv" else read_jsonl(p, self.decoder)
+            read_csv(p, self.decoder) if p.suffix.lower() == ".csv"
+            else read_jsonl(p, self.decoder)
             for p in self.paths
         ]
         if len(streams) == 1:
