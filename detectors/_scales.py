@@ -75,8 +75,8 @@ class Scales(Bank):
     * **One alert per excursion** (:class:`detectors._window.Hold`, conditional,
       as for counts): while an alert is held, a bucket alerts again only when
       it is as unlikely given the excursion's peak as the threshold asks of
-      a fresh one, or when it passes a severity tier (``escalate``) the last
-      alert had not. A storm whose three-hour level climbs for hours makes a
+      a fresh one, or when it passes a severity tier (``escalate``) no alert
+      of the excursion had. A storm whose three-hour level climbs for hours makes a
       new peak at almost every bucket; each would otherwise be an alert.
     * **Warm-up in time**: ``warmup`` seconds since the first bucket with
       mentions and at least twelve of them, so a series quiet at night still
