@@ -28,17 +28,21 @@ this module adds is staying connected:
   that is once the pipeline has journaled and counted it, not on receipt as
   the MQTT library would: a ``kill -9`` loses nothing the broker handed over,
   since whatever was not yet processed was not acknowledged and the broker
-  redelivers it. At most ``max_unacked`` messages wait so; when a flood
-  brings more, the oldest waiting one is acknowledged at once (acknowledgements
-  stay in order, as MQTT asks). Why: the broker counts unacknowledged
-  messages against its queue limit (mosquitto's ``max_queued_messages``,
-  1000 by default) and silently drops new ones past it; measured with
-  mosquitto 2.0.11, a 3,000-message flood into a slow consumer lost 1,300
-  without the window. Past the window a ``kill -9`` can lose what was
-  acknowledged early (``acked_early`` counts it). Nor is this backpressure:
-  mosquitto keeps sending past its ``max_inflight_messages`` while
-  acknowledgements flow, so a flood still queues in crisisd; ``backlog``
-  (the ``crisisd_mqtt_backlog`` gauge) says how far processing is behind.
+  redelivers it. Unacknowledged messages also hold the broker back (it sends
+  about ``max_inflight_messages`` ahead), so a backlog mostly waits in the
+  broker rather than in crisisd's memory. At most ``max_unacked`` messages
+  wait so; when the broker sends more at once (mosquitto 2.0.11 does, in
+  bursts), the oldest waiting one is acknowledged at once (acknowledgements
+  stay in order, as MQTT asks), because the broker counts unacknowledged
+  messages against its queue limit (``max_queued_messages``, 1000 by
+  default) and silently drops new ones past it: a 3,000-message flood into a
+  slow consumer lost 1,300 without the window. Past the window a ``kill -9``
+  can lose what was acknowledged early (``acked_early`` counts it). The
+  broker's queue limit itself must be raised for crisisd (README, Deploy): at
+  mosquitto's defaults a publisher that outpaces any subscriber for more than
+  a thousand messages loses messages at the broker, even one that
+  acknowledges on receipt. ``backlog`` (the ``crisisd_mqtt_backlog`` gauge)
+  says how far processing is behind what was received.
 
 ``stop()`` ends the stream after the batch being processed and disconnects;
 what was received but not processed stays in the broker's session for the
