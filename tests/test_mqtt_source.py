@@ -311,30 +311,36 @@ async def test_stop_loses_nothing_between_a_slow_consumer_and_the_next_run(
     assert len(set(second.ids)) == len(second.ids)
 
 
+async def slow_consumer(source: MqttSource, done: list[str]) -> None:
+    """Take the stream a millisecond a batch (the work; a kill here loses the batch's)."""
+    async for item in source.stream():
+        if not isinstance(item, Tick):
+            await asyncio.sleep(0.001)
+            done.extend(e.id for e in item if isinstance(e, Mention))
+
+
+async def killed_mid_backlog(broker: Mosquitto, cfg: MqttConfig,
+                             count: int) -> tuple[MqttSource, list[str]]:
+    """A consumer cancelled mid-batch after 300 of ``count`` messages queued while
+    it was away: its source, and the mentions it had finished."""
+    await (await start(MqttSource(cfg))).close()  # the session exists
+    await publish(broker, [(T, mention(i)) for i in range(count)])
+    source, done = MqttSource(cfg), []
+    task = asyncio.create_task(slow_consumer(source, done))
+    await wait_for(lambda: len(done) >= 300)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    return source, done
+
+
 async def test_a_consumer_killed_mid_flood_loses_nothing(mosquitto: Mosquitto) -> None:
     """Only processed messages are acknowledged: a consumer that dies (here its
     task is cancelled, mid-batch) leaves everything it had not finished to the
     broker, which hands it to the next run. Acknowledging on receipt lost
     whatever sat in the client's queue."""
     cfg = config(mosquitto, max_unacked=5000)  # the whole backlog fits the window
-    await (await start(MqttSource(cfg))).close()
-    await publish(mosquitto, [(T, mention(i)) for i in range(2000)])
-
-    done: list[str] = []
-    source = MqttSource(cfg)
-
-    async def consumer() -> None:
-        async for item in source.stream():
-            if isinstance(item, Tick):
-                continue
-            await asyncio.sleep(0.001)  # the work; a kill here loses the batch's work
-            done.extend(e.id for e in item if isinstance(e, Mention))
-
-    task = asyncio.create_task(consumer())
-    await wait_for(lambda: len(done) >= 300)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    source, done = await killed_mid_backlog(mosquitto, cfg, 2000)
     second = await start(MqttSource(cfg))
     everything = {f"m{i}" for i in range(2000)}
     await wait_for(lambda: set(done) | set(second.ids) == everything)
@@ -350,23 +356,7 @@ async def test_past_the_window_a_kill_loses_only_what_was_acknowledged_early(
     are acknowledged on receipt: a consumer killed then loses at most those,
     and the broker redelivers every other unprocessed one."""
     cfg = config(mosquitto, max_unacked=100)
-    await (await start(MqttSource(cfg))).close()
-    await publish(mosquitto, [(T, mention(i)) for i in range(2000)])
-
-    done: list[str] = []
-    source = MqttSource(cfg)
-
-    async def consumer() -> None:
-        async for item in source.stream():
-            if not isinstance(item, Tick):
-                await asyncio.sleep(0.001)
-                done.extend(e.id for e in item if isinstance(e, Mention))
-
-    task = asyncio.create_task(consumer())
-    await wait_for(lambda: len(done) >= 300)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    source, done = await killed_mid_backlog(mosquitto, cfg, 2000)
     assert source.acked_early > 0
     second = await start(MqttSource(cfg))
     everything = {f"m{i}" for i in range(2000)}
@@ -388,18 +378,11 @@ async def test_a_flood_loses_nothing_at_mosquittos_default_queue_limits(tmp_path
     broker.start()
     try:
         source = MqttSource(config(broker))  # max_unacked: 500
-        done: set[str] = set()
-
-        async def slow_consumer() -> None:
-            async for item in source.stream():
-                if not isinstance(item, Tick):
-                    await asyncio.sleep(0.001)
-                    done.update(e.id for e in item if isinstance(e, Mention))
-
-        task = asyncio.create_task(slow_consumer())
+        done: list[str] = []
+        task = asyncio.create_task(slow_consumer(source, done))
         await asyncio.wait_for(source.subscribed.wait(), 10)
         await publish(broker, [(T, mention(i)) for i in range(3000)])
-        await wait_for(lambda: len(done) == 3000, timeout=30)
+        await wait_for(lambda: len(set(done)) == 3000, timeout=30)
         assert source.acked_early > 0
         source.stop()
         await asyncio.wait_for(task, 10)
