@@ -47,6 +47,7 @@ class FakeSource:
     received = 5
     connects = 1
     backlog = 3
+    acked_early = 2
 
 
 def make_config(tmp: Path, **api: object) -> config_mod.Config:
@@ -100,7 +101,8 @@ async def test_health_and_metrics(rig: Rig) -> None:
                  "crisisd_incidents_open 1", 'crisisd_actions{target="files",medium="page",'
                  'outcome="delivered"}', "crisisd_delivery_latency_seconds_bucket{le=\"+Inf\"}",
                  "crisisd_detector_seconds_total", "crisisd_outbox_backlog",
-                 "crisisd_mqtt_connected 1", "crisisd_mqtt_backlog 3"):
+                 "crisisd_mqtt_connected 1", "crisisd_mqtt_backlog 3",
+                 "crisisd_mqtt_acked_early_total 2"):
         assert name in text, name
     # Every sample line is `name{labels} value` with a number, every family has TYPE.
     for line in text.splitlines():
