@@ -294,18 +294,19 @@ class Scales(Bank):
                     window=self.spans[s] * self.bucket)
 
     def current(self, t: float, p: float, slot: int = 0) -> Band:
-        """The band of the shortest scale tested at ``t``, with its level as ``observed``.
+        """The band of the bucket, or of the shortest window, tested at ``t``, with its level.
 
         Whether a storm is still on is a question about now: the bucket where
-        it has enough mentions, else the shortest window that does. The
-        three-hour window is the slow burn's evidence, but it lags: it stays
-        out for hours after a storm has passed.
+        it has enough mentions, else the shortest pooled window (half an
+        hour) if that does. The longer windows are the slow burn's evidence,
+        but they lag: the three-hour level stays out for hours after a storm
+        has passed, so it does not answer (``observed`` None then).
         """
         scored = self._scored(t, slot)
         if scored is None:
             return self.band(t, p, slot)
         j, e = scored
-        tested = np.flatnonzero(np.isfinite(e.z[:, j]))
+        tested = np.flatnonzero(np.isfinite(e.z[:2, j]))
         if not len(tested):
             return self.band(t, p, slot)
         s = int(tested[0])

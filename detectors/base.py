@@ -87,11 +87,11 @@ class Detector(Protocol):
         """
 
     def current(self, t: float, p: float, slot: int = 0) -> Band:
-        """Where the signal is now: the band of the shortest scale tested at ``t``.
+        """Where the signal is now: the band of the bucket, or of a short window, at ``t``.
 
         Between ``score`` and ``learn``, like ``evidence``. The bucket's band,
         or, where the bucket had too few mentions to be tested, that of the
-        shortest pooled window that had enough (with its level as ``observed``).
+        shortest pooled window if it had enough (with its level as ``observed``).
         """
 
 
