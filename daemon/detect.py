@@ -346,8 +346,8 @@ class DetectStage:
         Detectors alert once per excursion; this asks the baseline itself, so a
         storm that goes on without re-alerting still keeps its incident open.
         The value is where the signal is now (``Detector.current``): the
-        bucket, or at a brand too small for one bucket to say, the shortest
-        window with enough mentions.
+        bucket, or at a brand too small for one bucket to say, the last half
+        hour.
         """
         if signal == "reach":
             return False

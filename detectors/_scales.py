@@ -283,15 +283,7 @@ class Scales(Bank):
         if scored is None:
             return self.band(t, p, slot)
         j, e = scored
-        s = int(e.which[j])
-        n = float(e.counts[s, j])
-        if n <= 0.0:
-            return self.band(t, p, slot)
-        band = self._band(slot, p, n, self.spans[s])
-        if s == 0:  # the bucket's own value, against the band of its own mentions
-            return band
-        return Band(band.expected, band.low, band.high, observed=float(e.masses[s, j]) / n,
-                    window=self.spans[s] * self.bucket)
+        return self._level(t, p, slot, e, j, int(e.which[j]))
 
     def current(self, t: float, p: float, slot: int = 0) -> Band:
         """The band of the bucket, or of the shortest window, tested at ``t``, with its level.
@@ -309,8 +301,14 @@ class Scales(Bank):
         tested = np.flatnonzero(np.isfinite(e.z[:2, j]))
         if not len(tested):
             return self.band(t, p, slot)
-        s = int(tested[0])
+        return self._level(t, p, slot, e, j, int(tested[0]))
+
+    def _level(self, t: float, p: float, slot: int, e: Evaluation, j: int, s: int) -> Band:
+        """Scale ``s``'s level in evaluation ``e`` (at position ``j``), against the band
+        of as many mentions; the typical band if it had none."""
         n = float(e.counts[s, j])
+        if n <= 0.0:
+            return self.band(t, p, slot)
         band = self._band(slot, p, n, self.spans[s])
         return Band(band.expected, band.low, band.high, observed=float(e.masses[s, j]) / n,
                     window=self.spans[s] * self.bucket if s else 0.0)
