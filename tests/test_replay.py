@@ -87,16 +87,17 @@ def test_bad_csv_rows_are_counted_and_skipped_fractions_rounded(tmp_path):
         "2015-02-26 21:40:00,3\n"
         "2015-02-26 21:45:00,abc\n"  # not a number
         "yesterday,4\n"  # not a timestamp
-        "2015-02-26 21:55:00,-2\n"  # not a count
+        "2015-02-26 21:55:00,nan\n"  # not a count
         "2015-02-26 22:00:00\n"  # no value
         "2015-02-26 22:05:00,2.6\n"  # rounded to 3, and said so
-        "2015-02-26 22:10:00,5\n"
+        "2015-02-26 22:10:00,-2\n"  # kept as 0
+        "2015-02-26 22:15:00,5\n"
     )
     with structlog.testing.capture_logs() as logs:
         result = asyncio.run(backtest.replay([data], config.Config()))
     assert result.invalid == {"wrong_type": 1, "bad_timestamp": 1, "out_of_range": 1,
                               "missing_field": 1}
-    assert result.stats.metrics == 3
+    assert result.stats.metrics == 4  # every bucket with a number is kept
     details = [e.get("detail") for e in logs if e["event"] == "payload_rejected"]
     assert "Series_B.csv:3: 'abc' is not a number" in details
     (rounded,) = [e for e in logs if e["event"] == "replay_values_rounded"]

@@ -47,10 +47,11 @@ def read_csv(path: Path, decoder: Decoder) -> Iterator[MetricPoint]:
     """Rows of a ``timestamp,value`` file as metric points of one series.
 
     A value is a count of mentions: a row whose timestamp does not parse, or
-    whose value is not a number or is negative, is counted and logged by the
-    decoder (as a JSON line would be) and skipped. A fractional value is
-    rounded, and the file's first one is logged, so a series that is not a
-    count does not pass as one unnoticed.
+    whose value is not a finite number, is counted and logged by the decoder
+    (as a JSON line would be) and skipped. A number that is not a whole count
+    is rounded (a negative one to 0), and the file's first such value is
+    logged: every bucket is kept, so scores line up with the file's rows, and
+    a series that is not a count does not pass as one unnoticed.
     """
     with path.open(newline="", encoding="utf-8") as fh:
         reader = csv.reader(fh)
@@ -64,12 +65,13 @@ def read_csv(path: Path, decoder: Decoder) -> Iterator[MetricPoint]:
     spacings = sorted(b[0] - a[0] for a, b in itertools.pairwise(rows[:1000]))
     interval = spacings[len(spacings) // 2] if spacings else 60.0
     brand = path.stem
-    fractional = next(((line, v) for _, v, line in rows if not v.is_integer()), None)
-    if fractional is not None:
-        log.warning("replay_values_rounded", file=str(path), line=fractional[0],
-                    value=fractional[1], why="a value is a count of mentions")
+    odd = next(((line, v) for _, v, line in rows if v < 0.0 or not v.is_integer()), None)
+    if odd is not None:
+        log.warning("replay_values_rounded", file=str(path), line=odd[0], value=odd[1],
+                    why="a value is a count of mentions: rounded, and at least 0")
     for ts, value, _ in rows:
-        yield MetricPoint(ts=ts, brand=brand, channel="", volume=round(value), interval=interval)
+        yield MetricPoint(ts=ts, brand=brand, channel="", volume=max(0, round(value)),
+                          interval=interval)
 
 
 def _csv_row(path: Path, line: int, row: list[str],
@@ -89,7 +91,7 @@ def _csv_row(path: Path, line: int, row: list[str],
     except ValueError:
         decoder.count_row(WRONG_TYPE, f"{where}: {row[1]!r} is not a number", _raw(row))
         return None
-    if not value >= 0.0 or math.isinf(value):  # (also NaN)
+    if not math.isfinite(value):
         decoder.count_row(OUT_OF_RANGE, f"{where}: {row[1]!r} is not a count", _raw(row))
         return None
     decoder.count_row(None)
