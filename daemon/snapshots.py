@@ -23,9 +23,10 @@ from daemon.windows import Windows
 
 log = structlog.get_logger("crisisd.snapshots")
 
-FORMAT = 5  # 2: detector banks per cadence; 3: severity escalation, the terms' lexicon window;
+FORMAT = 6  # 2: detector banks per cadence; 3: severity escalation, the terms' lexicon window;
 # 4: share and sentiment at three scales, records in standard deviations; 5: the hold keeps
-# what an excursion said while it lasts (share and sentiment escalate by tier too)
+# what an excursion said while it lasts (share and sentiment escalate by tier too); 6: share
+# and sentiment learn each scale's tail rate
 FILENAME = "detectors.snapshot"
 
 

@@ -19,12 +19,18 @@ import numpy.typing as npt
 
 from detectors._ring import Ring
 from detectors._stats import P_FLOOR, ew_alpha, normal_isf
-from detectors._window import HOUR, Hold, Records, record_gate
+from detectors._window import HOUR, Hold, Records, TailRate, record_gate
 from detectors.base import Band, Bank, FloatArray, Slots
 
 DAY = 86400.0
 
 __all__ = ["Scales"]
+
+#: Where the tail-rate estimate starts, in standard deviations: one in fifteen
+#: of a normal level's values lie beyond it, enough excesses to estimate the
+#: rate from days of buckets; for a normal tail the rate found there (about
+#: 2.3) is below the rate further out, so the estimate errs on the quiet side.
+TAIL_FROM = 1.5
 
 class Evaluation(NamedTuple):
     """A bucket's evaluation, kept from ``score`` for ``learn`` (and ``evidence``).
@@ -72,6 +78,19 @@ class Scales(Bank):
       Records take only normal levels (judged by the model before the gate,
       so an excursion does not drag the record along behind it) of a typical
       exposure (at least half the usual mentions).
+    * **The tail beyond the record.** The record test anchors ``p`` at one
+      chance in the hours of its window and lets it fall beyond the record
+      at a rate per standard deviation. A window of an hour or more is about
+      one test an hour, so the anchor fits it, and its tail falls at the
+      rate its own levels show (:class:`detectors._window.TailRate`: the
+      excesses over ``TAIL_FROM`` standard deviations outside alerted
+      excursions, learnt a day late): a well-behaved series is not held to
+      the rate of a bursty one. (At rate 1 a turn at a brand of a mention a
+      minute, its three-hour level five to six standard deviations out,
+      stayed at p ≈ 2e-3.) The bucket and the half hour are tested many
+      times an hour against that hourly anchor; they keep rate 1, a tail far
+      heavier than normal, which is what keeps a calibrated 1e-3 per bucket
+      from paging daily.
     * **One alert per excursion** (:class:`detectors._window.Hold`, conditional,
       as for counts): while an alert is held, a bucket alerts again only when
       it is as unlikely given the excursion's peak as the threshold asks of
@@ -119,6 +138,10 @@ class Scales(Bank):
         hours = max(1, round(record_window / HOUR))
         # standardised levels at each scale
         self.records: list[Records] = [self._part(Records(hours)) for _ in self.spans]
+        # how fast the tail of each scale of an hour or more falls (None: rate 1)
+        self.tails: list[TailRate | None] = [
+            self._part(TailRate(u=TAIL_FROM, half_life=half_life / HOUR))
+            if k >= self.per_hour else None for k in self.spans]
         self.hold: Hold = self._part(Hold(hold=hold, hold_p=hold_p, conditional=True,
                                           escalate=escalate))
         self.ring: Ring = self._part(Ring(self.spans[1:] or (1,), fields=2))  # mass, mentions
@@ -200,20 +223,30 @@ class Scales(Bank):
             self.typ_w[rows] = typ_w.T
             typ[1:] = typ_w
         normal = e.warm & (e.p_model >= self.record_cap)
+        calm = e.warm & ~self.hold.held(slots, t)
         typical = np.maximum(0.5 * typ, self.floor)
-        for rec, zs, c, ty in zip(self.records, e.z, e.counts, typical, strict=True):
-            rec.push(slots, t, zs, normal & (c >= ty))
+        usual = e.counts >= typical
+        for rec, zs, ok in zip(self.records, e.z, usual, strict=True):
+            rec.push(slots, t, zs, normal & ok)
+        for tail, zs, ok in zip(self.tails, e.z, usual, strict=True):
+            if tail is not None:
+                tail.push(slots, t, zs, calm & ok)
         self.ring.push(slots, np.stack((e.masses[0], n), axis=1))
         self.last_t[slots] = t
+        # out the other way at some scale (a launch's flood of happy mentions): the
+        # bucket teaches with the Huber weight clip_z / |z|, as a storm is winsorised
+        against = -np.min(np.where(np.isfinite(e.z), e.z, 0.0), axis=0)
+        huber = self.clip_z / np.maximum(against, self.clip_z)
         has = n > 0.0  # every bucket with mentions teaches; the floor is for scoring
         if np.count_nonzero(has) < len(has):
-            slots, x, n = slots[has], x[has], n[has]
+            slots, x, n, huber = slots[has], x[has], n[has], huber[has]
         seen = self.n_seen[slots] + 1.0
         self.n_seen[slots] = seen
         first = seen == 1.0
         if np.count_nonzero(first):
             self.t_first[slots[first]] = t
-        w = np.maximum(self.a, 1.0 / seen)  # a plain mean until the memory is shorter
+        # a plain mean until the memory is shorter
+        w = np.maximum(self.a, 1.0 / seen) * huber
         typ_n = self.typ_n[slots]
         typ_n += w * (n - typ_n)
         self.typ_n[slots] = typ_n
@@ -255,8 +288,10 @@ class Scales(Bank):
                 continue
             i = slice(None) if above == len(ok) else np.flatnonzero(ok)
             model, zs = self._tail(slots[i], masses[s, i] / counts[s, i], counts[s, i], k)
+            tail = self.tails[s]
+            rate = tail.rate(slots[i]) if tail is not None else 1.0
             gated = record_gate(model, zs, self.records[s], slots[i], self.record_cap,
-                                self.per_hour)
+                                self.per_hour, rate)
             if s:
                 which[i] = np.where(gated < p[i], s, which[i])
             p[i] = np.minimum(p[i], gated)

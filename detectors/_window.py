@@ -8,7 +8,7 @@ import numpy as np
 
 from detectors.base import Bank, FloatArray, Slots
 
-__all__ = ["HOUR", "Hold", "Records", "record_gate"]
+__all__ = ["HOUR", "Hold", "Records", "TailRate", "record_gate"]
 
 HOUR = 3600.0
 
@@ -120,6 +120,87 @@ class Records(Bank):
         return p
 
 
+class TailRate(Bank):
+    """How fast a standardised value's upper tail falls beyond ``u``: peaks over a threshold.
+
+    Why: beyond a series' record, the record test needs the rate at which a
+    still larger value becomes less likely. A light (normal) tail falls fast,
+    a bursty series' slowly; a fixed rate is wrong for one of them. Beyond a
+    high threshold ``u`` the excesses of almost any distribution are close
+    to exponential (Pickands–Balkema–de Haan, shape 0), and the maximum
+    likelihood rate is ``1 / mean excess``, here with ``prior_n``
+    pseudo-excesses at ``prior_rate`` so that a short history stays near the
+    conservative prior.
+
+    The excesses are learnt ``delay`` hours late, kept meanwhile as hourly
+    blocks of event time: a storm that climbs for hours must not teach the
+    test that judges it that the tail is heavy (without the delay, a slow
+    turn's own buckets halve the rate before they are judged). Learnt
+    excesses are weighted down by half every ``half_life`` hours.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> tr = TailRate(u=2.326, half_life=1000, delay=2)
+    >>> s = np.array([tr.add()])
+    >>> for i, z in enumerate(rng.standard_normal(20_000)):
+    ...     tr.push(s, 60.0 * i, np.array([z]))
+    >>> 2.4 < float(tr.rate(s)[0]) < 3.2    # normal: the mean excess over 2.33 is about 0.35
+    True
+    """
+
+    def __init__(self, *, u: float, half_life: float, delay: int = 24,
+                 prior_rate: float = 1.0, prior_n: float = 5.0) -> None:
+        super().__init__()
+        self.u = float(u)
+        self.decay = 2.0 ** (-1.0 / max(half_life, 1.0))
+        self.delay = max(1, int(delay))
+        self.prior_n = float(prior_n)
+        self.prior_sum = prior_n / prior_rate
+        self._state("n", 0.0)  # weighted number of learnt excesses
+        self._state("total", 0.0)  # their weighted sum
+        self._state("wait_n", 0.0, (self.delay,))  # closed hours not learnt yet
+        self._state("wait_s", 0.0, (self.delay,))
+        self._state("pos", 0, dtype=np.intp)  # the oldest waiting hour
+        self._state("hour", -1, dtype=np.int64)  # the open hour (−1: none yet)
+        self._state("cur_n", 0.0)  # excesses of the open hour
+        self._state("cur_s", 0.0)
+        self.oldest = -1  # the earliest open hour of any slot: a push in it rolls nothing
+
+    def add(self) -> int:
+        """A slot for one more series, with no hour open yet."""
+        self.oldest = -1
+        return super().add()
+
+    def rate(self, slots: Slots) -> FloatArray:
+        """The tail's exponential rate per standard deviation beyond ``u``."""
+        rows = self._rows(slots)
+        return (self.n[rows] + self.prior_n) / (self.total[rows] + self.prior_sum)
+
+    def push(self, slots: Slots, t: float, z: FloatArray, mask: np.ndarray | None = None) -> None:
+        """Add the excesses of ``z`` at event time ``t`` (only where ``mask``)."""
+        h = int(t // HOUR)
+        stale = slots[self.hour[self._rows(slots)] != h] if h != self.oldest else slots[:0]
+        if len(stale):  # an hour closed: it waits, and the oldest waiting one is learnt
+            p = self.pos[stale]
+            self.n[stale] = self.decay * self.n[stale] + self.wait_n[stale, p]
+            self.total[stale] = self.decay * self.total[stale] + self.wait_s[stale, p]
+            self.wait_n[stale, p] = self.cur_n[stale]
+            self.wait_s[stale, p] = self.cur_s[stale]
+            self.pos[stale] = (p + 1) % self.delay
+            self.hour[stale] = h
+            self.cur_n[stale] = 0.0
+            self.cur_s[stale] = 0.0
+            self.oldest = int(self.hour[: self.size].min())
+        if mask is not None:
+            slots, z = slots[mask], z[mask]
+        over = z > self.u
+        if np.count_nonzero(over):
+            o = slots[over]
+            self.cur_n[o] += 1.0
+            self.cur_s[o] += z[over] - self.u
+
+
 class Hold(Bank):
     """One alert per excursion: after a surprising bucket, only escalations score.
 
@@ -220,7 +301,7 @@ class Hold(Bank):
 
 
 def record_gate(p_model: FloatArray, z: FloatArray, rec: Records, slots: Slots, cap: float,
-                per_hour: float) -> FloatArray:
+                per_hour: float, rate: FloatArray | float = 1.0) -> FloatArray:
     """Tail probabilities that also ask whether the standardised level ``z`` beats the record.
 
     Why: per-bucket tail probabilities of 1e-3 happen a few times a day at
@@ -228,11 +309,14 @@ def record_gate(p_model: FloatArray, z: FloatArray, rec: Records, slots: Slots, 
     signal past anything it did in the last days. Down to ``cap`` the model's
     ``p`` is returned unchanged (calibrated); deeper, ``p`` is the larger of
     the model's and the record's: ``1/(N + 1)`` at the maximum of the last
-    ``N`` values, decaying exponentially with the excess over it (``z`` and
-    the records are in the model's standard deviations). ``N`` counts hours
-    (``per_hour`` values make one): buckets a minute apart are not
-    independent chances, and so a five-day record has to be beaten by about
-    two standard deviations before ``p`` reaches 1e-3, at any bucket length.
+    ``N`` values, decaying exponentially with the excess over it at ``rate``
+    per standard deviation (``z`` and the records are in the model's
+    standard deviations; the rate is the series' own, from
+    :class:`TailRate`, or 1, the rate of a tail far heavier than normal).
+    ``N`` counts hours (``per_hour`` values make one): buckets a minute apart
+    are not independent chances, and so at rate 1 a five-day record has to
+    be beaten by about two standard deviations before ``p`` reaches 1e-3, at
+    any bucket length.
 
     Examples
     --------
@@ -249,7 +333,7 @@ def record_gate(p_model: FloatArray, z: FloatArray, rec: Records, slots: Slots, 
         return p_model
     n = rec.values(slots) / per_hour
     with np.errstate(invalid="ignore"):
-        e = np.minimum(rec.peak(slots) - z, 700.0)
+        e = np.minimum(rate * (rec.peak(slots) - z), 700.0)
         p_rec = np.minimum(np.exp(e) / (n + 1.0), cap)
     gated = np.maximum(p_rec, p_model)
     return np.where(deep & (n > 0.0), gated, p_model)

@@ -32,6 +32,11 @@ def _binom_upper(k: FloatArray, n: FloatArray, q: FloatArray) -> FloatArray:
     return np.where(b >= 1.0, ge - 0.5 * at, np.where(b >= 0.0, 0.5 * ge, 0.0))
 
 
+#: The most a bucket weighs in the baseline share, in typical buckets (by mentions):
+#: a busy afternoon's buckets, about twice the day's mean, count in full.
+WEIGHT_CAP = 2.0
+
+
 class ShareDetector(Scales):
     """Is the share of negative mentions unusually high, given how many mentions there are?
 
@@ -39,8 +44,9 @@ class ShareDetector(Scales):
     included; the share rises only when the conversation turns. A share is
     more certain when more mentions stand behind it, so the bucket's ``x``
     negatives of ``n`` mentions are scored under a beta-binomial: baseline
-    share ``π`` (exponentially weighted ratio of sums, learnt from winsorised
-    counts) and intra-bucket correlation ``ρ`` (mentions of one bucket share
+    share ``π`` (exponentially weighted ratio of sums, learnt from counts
+    winsorised on both sides, a bucket weighing at most ``WEIGHT_CAP``
+    typical ones) and intra-bucket correlation ``ρ`` (mentions of one bucket share
     a topic, so they are not independent coin flips), learnt from the
     residuals. The tail probability uses a binomial with the effective
     sample size ``n / (1 + (n − 1)ρ)``: a normal approximation up to one
@@ -120,11 +126,11 @@ class ShareDetector(Scales):
     lowest, highest = 0.0, 1.0
 
     def _declare(self) -> None:
-        # typ_n (the EW number of mentions) is the denominator of the share.
         # π, its clipped value, π(1 − π) and ρ change only when a bucket is
         # learnt, so they are kept rather than derived at every score.
-        self._state("sx", 0.0)  # EW Σ negatives
-        self._state("share", 0.0)  # baseline share π = sx / typ_n (0 before any mention)
+        self._state("sx", 0.0)  # EW Σ negatives, of buckets weighed at most WEIGHT_CAP
+        self._state("sn", 0.0)  # EW Σ mentions, weighed alike
+        self._state("share", 0.0)  # baseline share π = sx / sn (0 before any mention)
         self._state("q", 1e-3)  # π clipped to [0.001, 0.999]: never a certain share
         self._state("qv", 1e-3 * 0.999)  # q(1 − q)
         self._state("rho_num", 0.0)  # EW Σ ((x − nπ)² − nπ(1 − π))
@@ -153,12 +159,15 @@ class ShareDetector(Scales):
              seen: FloatArray) -> None:
         q = self.share[slots]
         nq, n1 = n * q, n - 1.0
-        # winsorise the count of negatives, once there is a model
-        cap = (n * self.q[slots] + 1.0
-               + self.clip_z * np.sqrt(n * self.qv[slots] * (1.0 + n1 * self.rho[slots])))
-        outlier = (x > cap) & (seen > 12.0)
+        # winsorise the count of negatives, once there is a model, on both sides: a
+        # launch's flood of happy mentions must not teach a lower share any more than
+        # a storm a higher one (the days after it would read as a turn)
+        reach = 1.0 + self.clip_z * np.sqrt(n * self.qv[slots] * (1.0 + n1 * self.rho[slots]))
+        mid = n * self.q[slots]
+        clipped = np.minimum(np.maximum(x, mid - reach), mid + reach)
+        outlier = (clipped != x) & (seen > 12.0)
         if np.count_nonzero(outlier):
-            x = np.where(outlier, cap, x)
+            x = np.where(outlier, clipped, x)
         # ρ from the residuals, but a storm must not teach "shares are noisy"
         wr = w * ((seen > 1.0) & ~outlier)
         v = nq * (1.0 - q)
@@ -171,10 +180,17 @@ class ShareDetector(Scales):
         self.rho_den[slots] = den
         rho = np.divide(num, den, out=np.zeros(len(den)), where=den > 0.0)
         self.rho[slots] = np.minimum(np.maximum(rho, 0.0), 0.5)
+        # a bucket weighs at most WEIGHT_CAP typical ones: a launch of ten times
+        # the mentions, nearly all happy, would otherwise pull the share down for
+        # days, and the days after it would read as a turn
+        f = np.minimum(WEIGHT_CAP * self.typ_n[slots] / n, 1.0)
         sx = self.sx[slots]
-        sx += w * (x - sx)
+        sx += w * (x * f - sx)
         self.sx[slots] = sx
-        q = sx / self.typ_n[slots]  # typ_n > 0: it has taken in these mentions
+        sn = self.sn[slots]
+        sn += w * (n * f - sn)
+        self.sn[slots] = sn
+        q = sx / sn  # sn > 0: it has taken in these mentions
         self.share[slots] = q
         q = np.minimum(np.maximum(q, 1e-3), 0.999)
         self.q[slots] = q

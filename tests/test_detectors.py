@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from detectors import registry
+from detectors._window import TailRate
 from detectors.base import Band, Detector
 from detectors.reach import ReachDetector
 from detectors.sentiment import SentimentDetector
@@ -266,6 +267,79 @@ def test_share_turn_at_a_day_and_night_brand_is_caught_within_the_hour():
     why = det.evidence(times[k], 1.0 - BALANCED)
     assert why.window == 1800.0 and why.observed is not None
     assert why.observed > why.high > why.expected == pytest.approx(0.4, abs=0.03)
+
+
+def test_tail_rate_learns_light_and_heavy_tails_a_day_late():
+    """The rate beyond the threshold is 1 / mean excess: about 2.3 for a normal
+    level, 1 for a Laplace one; a storm's excesses count only a day later, so
+    they cannot lower the bar the storm itself is judged by."""
+    rng = np.random.default_rng(2)
+    hour = 3600.0
+    normal, laplace = TailRate(u=1.5, half_life=1e6), TailRate(u=1.5, half_life=1e6)
+    s = np.array([normal.add()])
+    laplace.add()
+    for i, (z, y) in enumerate(zip(rng.standard_normal(60_000), rng.laplace(size=60_000),
+                                   strict=True)):
+        normal.push(s, 60.0 * i, np.array([z]))
+        laplace.push(s, 60.0 * i, np.array([y]))
+    assert 2.0 < normal.rate(s)[0] < 2.6
+    assert 0.85 < laplace.rate(s)[0] < 1.15
+    t = 60.0 * 60_000
+    before = normal.rate(s)[0]
+    for k in range(600):  # ten hours of a storm, far out
+        normal.push(s, t + 60.0 * k, np.array([8.0]))
+    assert normal.rate(s)[0] == pytest.approx(before, rel=0.01)  # only last day's hours
+    for h in range(11, 36):  # calm hours after it: a day on, the storm is learnt
+        normal.push(s, t + h * hour, np.array([0.0]))
+    assert normal.rate(s)[0] < 0.5 * before
+
+
+def small_brand(days: float, seed: int, q: float = 0.3):
+    """A brand of about a mention a minute at its afternoon peak, few at night:
+    (times, negatives, mentions) at one-minute buckets."""
+    rng = np.random.default_rng(seed)
+    times = T0 + 60.0 * np.arange(int(days * DAY / 60.0))
+    ns = rng.poisson([daily_mean(t, 0.5) - 0.9 for t in times]).astype(float)
+    return times, rng.binomial(ns.astype(int), q).astype(float), ns
+
+
+def test_share_turn_at_a_brand_of_a_mention_a_minute_reaches_high():
+    """Complaints at 0.3 a minute for three hours, at a brand of about one at its
+    peak: no bucket and no half hour holds enough mentions to say so, the three
+    hours do. Their own tail, learnt from the normal days, takes the turn to
+    ``high`` (what the shipped playbooks open an incident at) within two and a
+    half hours; at the fixed unit rate it never got there."""
+    times, xs, ns = small_brand(6.5, seed=7)
+    start = int((5 * DAY + 14 * 3600) / 60.0)  # the sixth afternoon
+    turn = np.arange(start, start + 180)
+    extra = np.random.default_rng(4).poisson(0.3, len(turn)).astype(float)
+    xs[turn] += extra
+    ns[turn] += extra
+    det = registry.make("negative_share", bucket=60, warmup=DAY, min_volume=20)
+    scores = feed(det, times, xs, ns)
+    assert np.all(scores[int(DAY / 60):start] < BALANCED)  # five normal days: no alert
+    high = [registry.severity_for(s, BALANCED) in ("high", "critical")
+            for s in scores[start:start + 150]]
+    assert any(high), 1.0 - scores[start:start + 150].max()
+    rates = [tail.rate(np.array([0]))[0] for tail in det.tails if tail is not None]
+    assert len(rates) == 1 and rates[0] > 1.5  # the three hours' tail is lighter than rate 1
+
+
+def test_share_launch_does_not_lower_the_baseline():
+    """Two hours of ten times the mentions, nearly all happy: the share learnt stays
+    where it was (the days after would otherwise read as a turn)."""
+    times, xs, ns = share_stream(5, seed=9, q=0.2, vol=20.0)
+    start = int(4 * DAY / B)
+    launch = slice(start, start + int(2 * 3600 / B))
+    ns[launch] *= 10.0
+    xs[launch] = np.random.default_rng(10).binomial(ns[launch].astype(int), 0.02)
+    det = registry.make("negative_share", bucket=B, warmup=DAY, min_volume=20)
+    feed(det, times[:start], xs[:start], ns[:start])
+    before = float(det.share[0])
+    scores = feed(det, times[start:], xs[start:], ns[start:])
+    assert before == pytest.approx(0.2, abs=0.02)
+    assert float(det.share[0]) == pytest.approx(before, abs=0.02)
+    assert np.all(scores < BALANCED)
 
 
 def test_share_storm_alerts_once_per_severity_tier_however_long_it_lasts():
