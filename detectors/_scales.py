@@ -324,16 +324,23 @@ class Scales(Bank):
         """The band of the bucket, or of the shortest window, tested at ``t``, with its level.
 
         Whether a storm is still on is a question about now: the bucket where
-        it has enough mentions, else the shortest pooled window (half an
-        hour) if that does. The longer windows are the slow burn's evidence,
-        but they lag: the three-hour level stays out for hours after a storm
-        has passed, so it does not answer (``observed`` None then).
+        it has enough mentions, else the shortest pooled window that does.
+        The longer windows lag (the three-hour level stays out for hours
+        after a storm has passed), so a window answers only up to the first
+        one that typically has enough mentions (the half hour, at most
+        brands): at a brand of a mention a minute the three hours are all
+        there is, and a slow burn there must not look over while it goes on,
+        but a bigger brand's quiet night does not hand the question to a
+        level that still holds the afternoon's storm (``observed`` None where
+        no such scale has enough mentions).
         """
         scored = self._scored(t, slot)
         if scored is None:
             return self.band(t, p, slot)
         j, e = scored
-        tested = np.flatnonzero(np.isfinite(e.z[:2, j]))
+        usual = np.flatnonzero(self.typ_w[slot] >= self.floor)
+        upto = 2 + int(usual[0]) if len(usual) else len(self.spans)  # scales that may answer
+        tested = np.flatnonzero(np.isfinite(e.z[:upto, j]))
         if not len(tested):
             return self.band(t, p, slot)
         return self._level(t, p, slot, e, j, int(tested[0]))

@@ -91,7 +91,9 @@ class Detector(Protocol):
 
         Between ``score`` and ``learn``, like ``evidence``. The bucket's band,
         or, where the bucket had too few mentions to be tested, that of the
-        shortest pooled window if it had enough (with its level as ``observed``).
+        shortest pooled window that had enough (with its level as
+        ``observed``); a longer, lagging window only at a series whose
+        shorter windows are typically under the floor.
         """
 
 

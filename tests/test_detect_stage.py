@@ -162,3 +162,22 @@ def test_a_small_brands_turn_stays_elevated_through_its_half_hour_window():
     assert not any(status[k] for k in range(int(DAY / B), turn))
     assert all(status[k] for k in range(turn + 6, end))  # three hours of the turn, all of it
     assert not any(status[k] for k in range(end + 8, end + 12))  # the window has moved on
+
+
+def test_a_brand_of_a_mention_a_bucket_stays_elevated_through_its_slow_burn():
+    """One mention a bucket: the half hour (six) is under the floor too, and is
+    typically so. The three hours are all this brand has, so they say whether
+    its burn goes on (at a bigger brand they lag and do not answer): the brand
+    stays elevated while the burn lasts, and not once the window has moved on."""
+    rng = np.random.default_rng(5)
+    stage = DetectStage(cfg())
+    burn, end = int(1.6 * DAY / B), int(1.6 * DAY / B) + 72
+    status = {}
+    for k in range(end + 48):
+        q = 0.6 if burn <= k < end else 0.15
+        _, elevated = stage.process([bucket(A, T0 + B * k, B, 1, int(rng.random() < q))],
+                                    watched=lambda brand: True)
+        status[k] = "acme" in elevated
+    assert not any(status[k] for k in range(int(DAY / B), burn))
+    assert all(status[k] for k in range(burn + 24, end))  # from two hours in, to its end
+    assert not any(status[k] for k in range(end + 40, end + 48))  # three hours on, over
