@@ -130,7 +130,10 @@ class TailRate(Bank):
     to exponential (Pickands–Balkema–de Haan, shape 0), and the maximum
     likelihood rate is ``1 / mean excess``, here with ``prior_n``
     pseudo-excesses at ``prior_rate`` so that a short history stays near the
-    conservative prior.
+    conservative prior. It is never taken above a normal tail's rate at
+    ``u``: levels that keep closer than normal to ``u`` say the model's
+    spread is generous there, not that its far tail is lighter than normal
+    (a slow drift of sentiment gave 4, and then a 1-in-50,000 level paged).
 
     The excesses are learnt ``delay`` hours late, kept meanwhile as hourly
     blocks of event time: a storm that climbs for hours must not teach the
@@ -157,6 +160,9 @@ class TailRate(Bank):
         self.delay = max(1, int(delay))
         self.prior_n = float(prior_n)
         self.prior_sum = prior_n / prior_rate
+        # a normal tail's rate at u: 1 / E[Z − u | Z > u] = 1 / (φ(u)/Q(u) − u)
+        density = math.exp(-0.5 * u * u) / math.sqrt(2.0 * math.pi)
+        self.max_rate = 1.0 / (density / (0.5 * math.erfc(u / math.sqrt(2.0))) - u)
         self._state("n", 0.0)  # weighted number of learnt excesses
         self._state("total", 0.0)  # their weighted sum
         self._state("wait_n", 0.0, (self.delay,))  # closed hours not learnt yet
@@ -175,7 +181,8 @@ class TailRate(Bank):
     def rate(self, slots: Slots) -> FloatArray:
         """The tail's exponential rate per standard deviation beyond ``u``."""
         rows = self._rows(slots)
-        return (self.n[rows] + self.prior_n) / (self.total[rows] + self.prior_sum)
+        return np.minimum((self.n[rows] + self.prior_n) / (self.total[rows] + self.prior_sum),
+                          self.max_rate)
 
     def push(self, slots: Slots, t: float, z: FloatArray, mask: np.ndarray | None = None) -> None:
         """Add the excesses of ``z`` at event time ``t`` (only where ``mask``)."""
