@@ -102,6 +102,12 @@ class Scales(Bank):
       warms in a day. Every bucket with mentions is learnt; the weight of the
       exponential memory is ``1/buckets`` until that is smaller than the
       ``half_life``'s, so the first buckets make a plain mean.
+    * **An excursion the other way is not the new normal either.** A bucket
+      whose level is out by more than ``clip_z`` standard deviations against
+      the alert's direction at some scale (a launch's flood of happy
+      mentions) teaches with the Huber weight ``clip_z / |z|``, as a storm's
+      buckets are winsorised: without it, a launch lowered a small brand's
+      share enough that its next afternoons read as turns.
     """
 
     lowest: float  # the range of the level, for the bands
