@@ -32,6 +32,7 @@ __all__ = ["Scales"]
 #: 2.3) is below the rate further out, so the estimate errs on the quiet side.
 TAIL_FROM = 1.5
 
+
 class Evaluation(NamedTuple):
     """A bucket's evaluation, kept from ``score`` for ``learn`` (and ``evidence``).
 
