@@ -145,20 +145,30 @@ def test_a_turn_caught_by_a_pooled_window_is_explained_by_that_window():
     assert f"negative_share over the last {span(first.window)}: " in describe(first)
 
 
+def elevated_through_a_turn(seed: int, mentions: int, buckets: int, after: int
+                            ) -> tuple[int, int, dict[int, bool]]:
+    """Acme's negative share at 15 %, then 60 % for ``buckets`` buckets from its
+    second afternoon, ``mentions`` a bucket: (start, end, whether the brand was
+    elevated at each bucket, up to ``after`` buckets past the end)."""
+    rng = np.random.default_rng(seed)
+    stage = DetectStage(cfg())
+    start = int(1.6 * DAY / B)
+    end = start + buckets
+    status = {}
+    for k in range(end + after):
+        q = 0.6 if start <= k < end else 0.15
+        negative = int(rng.binomial(mentions, q))
+        _, elevated = stage.process([bucket(A, T0 + B * k, B, mentions, negative)],
+                                    watched=lambda brand: True)
+        status[k] = "acme" in elevated
+    return start, end, status
+
+
 def test_a_small_brands_turn_stays_elevated_through_its_half_hour_window():
     """Buckets of ten mentions are under the floor (20): alone they can neither
     alert nor keep an incident open. The half-hour window has enough: the
     brand is elevated while the turn goes on, and not once it has passed."""
-    rng = np.random.default_rng(4)
-    stage = DetectStage(cfg())
-    turn, end = int(1.6 * DAY / B), int(1.6 * DAY / B) + 36
-    status = {}
-    for k in range(end + 12):
-        q = 0.6 if turn <= k < end else 0.15
-        negative = int(rng.binomial(10, q))
-        _, elevated = stage.process([bucket(A, T0 + B * k, B, 10, negative)],
-                                    watched=lambda brand: True)
-        status[k] = "acme" in elevated
+    turn, end, status = elevated_through_a_turn(4, mentions=10, buckets=36, after=12)
     assert not any(status[k] for k in range(int(DAY / B), turn))
     assert all(status[k] for k in range(turn + 6, end))  # three hours of the turn, all of it
     assert not any(status[k] for k in range(end + 8, end + 12))  # the window has moved on
@@ -169,15 +179,7 @@ def test_a_brand_of_a_mention_a_bucket_stays_elevated_through_its_slow_burn():
     typically so. The three hours are all this brand has, so they say whether
     its burn goes on (at a bigger brand they lag and do not answer): the brand
     stays elevated while the burn lasts, and not once the window has moved on."""
-    rng = np.random.default_rng(5)
-    stage = DetectStage(cfg())
-    burn, end = int(1.6 * DAY / B), int(1.6 * DAY / B) + 72
-    status = {}
-    for k in range(end + 48):
-        q = 0.6 if burn <= k < end else 0.15
-        _, elevated = stage.process([bucket(A, T0 + B * k, B, 1, int(rng.random() < q))],
-                                    watched=lambda brand: True)
-        status[k] = "acme" in elevated
+    burn, end, status = elevated_through_a_turn(5, mentions=1, buckets=72, after=48)
     assert not any(status[k] for k in range(int(DAY / B), burn))
     assert all(status[k] for k in range(burn + 24, end))  # from two hours in, to its end
     assert not any(status[k] for k in range(end + 40, end + 48))  # three hours on, over
