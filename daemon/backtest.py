@@ -136,6 +136,7 @@ async def replay(
     started = time.perf_counter()
     if response is not None:
         await response.start()
+        pipeline.settle = response.engine.outbox.settle
     try:
         await pipeline.run(source)
         pipeline.finish()

@@ -99,6 +99,7 @@ class Outbox:
         self.wall = wall
         self.limits = dict(limits or {})
         self._wake = asyncio.Event()
+        self._queued = False  # wake() since the last settle()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._inflight: dict[int, asyncio.Task[None]] = {}
@@ -128,7 +129,21 @@ class Outbox:
 
     def wake(self) -> None:
         """New actions are queued: deliver them soon."""
+        self._queued = True
         self._wake.set()
+
+    async def settle(self) -> None:
+        """Deliver what was queued since the last call: a replay's step between buckets.
+
+        A replay moves simulated time on as fast as the CPU allows; the
+        worker would deliver a post whenever the pipeline next awaited,
+        stamping the timeline hours late. Between two buckets the replay asks
+        this instead, so a delivery happens, as live, at the time it was
+        queued (a no-op when nothing was).
+        """
+        if self._queued:
+            self._queued = False
+            await self.deliver_due()
 
     async def start(self) -> None:
         """Recover interrupted deliveries and start the worker task."""

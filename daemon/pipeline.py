@@ -6,7 +6,9 @@ Each stage takes typed events and emits typed events; none reaches back up.
 Time has two meanings and they are kept apart: windows close on the event-time
 watermark; timers (escalations, updates) run on the ``Clock``. With a
 ``SimClock`` the pipeline moves the clock to each closed bucket's end before
-handling it, so timers and detections interleave exactly as they would live.
+handling it, so timers and detections interleave exactly as they would live;
+and a replay sets ``settle`` so that what a bucket made the response queue is
+delivered before the clock moves on, as it would be live within seconds.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from itertools import groupby
 
@@ -78,6 +80,8 @@ class Pipeline:
         self.listeners = list(listeners)
         self.bucket_listeners = list(bucket_listeners)
         self.journal: Journal | None = None  # live only: see daemon.journal
+        # replay only: awaited after each tick (see feed)
+        self.settle: Callable[[], Awaitable[object]] | None = None
         self.stats = PipelineStats()
 
     async def run(self, source: Source) -> None:
@@ -107,7 +111,16 @@ class Pipeline:
         self.stats.metrics += len(batch) - mentions
         self.stats.late += len(batch) - accepted
         self.stats.last_event_wall = time.time()
-        self.advance(None)
+        if self.settle is None:
+            self.advance(None)
+            return
+        # A replay runs a batch's ticks faster than real time, and the outbox
+        # only runs when the pipeline awaits: without settling after each
+        # tick, a post approved at 14:16 would be delivered (and time-stamped)
+        # whenever the batch ended, hours of simulated time later.
+        for end, group in groupby(self.windows.advance(None), key=lambda b: b.end):
+            self._tick(end, list(group))
+            await self.settle()
 
     def _idle(self, wall: float) -> None:
         """In silence, let event time run on at wall-clock speed from the last event.

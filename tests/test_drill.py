@@ -51,6 +51,9 @@ async def test_each_shipped_playbook_rehearses(name, shipped, tmp_path, monkeypa
     posted = next(e for e in incident.timeline if e.kind == "statement_posted")
     assert posted.ts - incident.opened_at <= 900  # the first public answer within 15 minutes
     assert "northwind" in posted.data["text"]
+    # delivered when it was posted, not when the replay next let the outbox run
+    delivered = [e for e in incident.timeline if e.kind == "posted"]
+    assert delivered and {e.ts for e in delivered} == {posted.ts}
     assert (tmp_path / "reports" / f"{incident.id}.html").is_file()
     # Only the test target (a file target in the example config) received anything.
     files = sorted((tmp_path / "outbox").glob("*.json"))
