@@ -37,12 +37,14 @@ def assemble(
     on_score: ScoreSink | None = None,
     only: str | None = None,
     drill: bool = False,
+    rehearsal: bool = False,
 ) -> tuple[Pipeline, Response | None]:
     """The pipeline, and the response side when playbooks are configured.
 
     Open incidents and cooldowns in the store are resumed into the incident
     stage. ``only`` and ``drill`` restrict the response to one playbook and
-    to test targets (``crisisd drill``). Raises ``yamlfile.FileProblems``
+    to test targets (``crisisd drill``); ``rehearsal`` to test targets (a
+    replay). Raises ``yamlfile.FileProblems``
     when the playbooks are invalid.
     """
     if not playbook_files(cfg.playbooks.dir):
@@ -52,7 +54,8 @@ def assemble(
         )
         return Pipeline(cfg, clock, on_score=on_score, listeners=listeners), None
     response = Response.build(
-        cfg, clock, on_entry, store=store, tolerant=tolerant, only=only, drill=drill
+        cfg, clock, on_entry, store=store, tolerant=tolerant, only=only, drill=drill,
+        rehearsal=rehearsal,
     )
     if response.warnings:
         log.warning(

@@ -111,7 +111,9 @@ async def replay(
     """Run the pipeline over ``paths`` to the end and report what happened.
 
     The response side runs on an in-memory store unless one is given, so a
-    replay leaves nothing behind and never sees the live daemon's incidents.
+    replay leaves nothing behind and never sees the live daemon's incidents;
+    it delivers only to targets marked ``test: true`` (a rehearsal: pages,
+    mails and posts of a backtest must reach no one).
     ``only`` and ``drill`` are for ``crisisd drill`` (see ``assemble``).
     """
     decoder = Decoder(prefix=cfg.mqtt.prefix, max_payload=cfg.mqtt.max_payload)
@@ -125,6 +127,7 @@ async def replay(
         tolerant=True,
         only=only,
         drill=drill,
+        rehearsal=True,
         listeners=[result.events.append, *(listeners or [])],
         on_entry=on_entry,
         on_score=writer,

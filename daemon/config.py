@@ -251,7 +251,7 @@ class TargetConfig(Section):
         description="origin channels this target posts statements for (default: its own "
         "platform's — x: twitter and x, facebook, mastodon; other types: every channel)",
     )
-    test: bool = Field(False, description="drills deliver to test targets only")
+    test: bool = Field(False, description="drills and replays deliver to test targets only")
     url: str | None = Field(
         None,
         pattern=r"^https?://",

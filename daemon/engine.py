@@ -104,8 +104,11 @@ class Engine:
     """Runs playbooks for incidents; one per daemon.
 
     ``targets`` defaults to the ``targets:`` section of the config. In a
-    ``drill`` only targets marked ``test: true`` receive actions; the rest
-    are shown in the timeline as what *would* be sent.
+    ``rehearsal`` (simulated time: a replay, the demo) and in a ``drill``
+    (whose timeline entries are also marked so) only targets marked ``test:
+    true`` receive actions, marked as tests; the rest are shown in the
+    timeline as what *would* be sent. A backtest of last month's mentions
+    must not page anyone, nor post on the brand's account.
     """
 
     def __init__(
@@ -119,6 +122,7 @@ class Engine:
         targets: dict[str, Target] | None = None,
         templates: Templates | None = None,
         drill: bool = False,
+        rehearsal: bool = False,
     ) -> None:
         from daemon.targets import build
 
@@ -128,6 +132,7 @@ class Engine:
         self.store = store
         self.on_entry = on_entry
         self.drill = drill
+        self.rehearsal = rehearsal or drill
         self.roster = Roster(config)
         self.templates = templates or Templates(config.playbooks.dir / "templates")
         self.targets = targets if targets is not None else build(config)
@@ -609,7 +614,7 @@ class Engine:
         for name, cfg in self.config.targets.items():
             if medium not in cfg.media or name not in self.targets or name in exclude:
                 continue
-            if self.drill and not cfg.test:
+            if self.rehearsal and not cfg.test:
                 continue
             channels = REPLY_CHANNELS.get(cfg.type)
             serves = cfg.channels if cfg.channels is not None else channels
@@ -626,7 +631,7 @@ class Engine:
                 body=body,
                 created_at=at,
                 data={**data, **reply_to} if replies and reply_to else dict(data),
-                test=self.drill,
+                test=self.rehearsal,
             )
             queued += self.store.enqueue(action)
         return queued

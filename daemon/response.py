@@ -46,6 +46,7 @@ class Response:
         playbooks_dir: Path | None = None,
         only: str | None = None,
         drill: bool = False,
+        rehearsal: bool = False,
     ) -> Response:
         """Load and check the playbooks and wire everything on ``clock``.
 
@@ -53,7 +54,8 @@ class Response:
         ``Store(":memory:")`` for a replay that must leave nothing behind).
         ``tolerant`` accepts people, teams and rotations missing from the
         config (demo and replay with an empty config), collected in
-        ``warnings``. Raises ``yamlfile.FileProblems`` on invalid playbooks.
+        ``warnings``. ``drill`` and ``rehearsal``: see ``Engine``. Raises
+        ``yamlfile.FileProblems`` on invalid playbooks.
         """
         warnings: list[Problem] = []
         loaded = playbook.load(
@@ -66,7 +68,8 @@ class Response:
                 raise KeyError(f"no playbook {only!r} (known: {known})")
             loaded = playbook.Playbooks([chosen])
         store = store or Store.in_dir(config.state_dir)
-        engine = Engine(config, loaded, clock, store, on_entry, drill=drill)
+        engine = Engine(config, loaded, clock, store, on_entry, drill=drill,
+                        rehearsal=rehearsal)
         return cls(
             store, loaded, playbook.PlaybookRouter(loaded), Silences(store), engine, warnings
         )

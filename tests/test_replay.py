@@ -6,12 +6,17 @@ import asyncio
 import csv
 import json
 import time
+from pathlib import Path
 
 import pytest
 import structlog.testing
+from servers import target_config
+from servers.http import HttpStub
 
 from daemon import backtest, cli, config, demo
 from daemon.domain import IncidentChange
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +49,26 @@ def test_demo_incident_lasts_the_storm_then_resolves(demo_result):
     # last half hour), not by a three-hour level that lags the storm (it did: 12.5 h)
     assert resolved.at <= demo.CRISIS_AT + 12 * 3600
     assert demo_result.invalid.total() == 0 and demo_result.stats.late == 0
+
+
+async def test_a_replay_reaches_only_the_test_targets(demo_week, tmp_path, monkeypatch):
+    """A backtest of last month's mentions pages nobody: only ``test: true`` targets receive."""
+    pager = await HttpStub().start()
+    try:
+        shipped = config.load(REPO / "config.yaml")
+        monkeypatch.setenv("CRISISD_TARGET_PAGER_SECRET", "routing-key-of-a-test")
+        targets = {**shipped.targets, "pager": target_config(type="pagerduty", url=pager.url)}
+        cfg = shipped.model_copy(update={"targets": targets, "state_dir": tmp_path})
+        result = await backtest.replay([demo_week], cfg)
+    finally:
+        await pager.stop()
+    [opened] = result.opened
+    pages = [e for e in opened.incident.timeline if e.kind == "page"]
+    assert pages  # the playbook paged, as the daemon would have...
+    assert not pager.requests  # ...but a replay reaches no real pager
+    docs = [json.loads(f.read_text()) for f in (tmp_path / "outbox").glob("*.json")]
+    assert any(d["medium"] == "page" for d in docs)  # the test target had them, marked
+    assert all(d["test"] for d in docs)
 
 
 def test_bad_lines_are_counted_and_good_ones_kept(tmp_path):
