@@ -71,18 +71,25 @@ def cmd_replay(args: argparse.Namespace) -> int:
     logs.setup(cfg.log.level if args.verbose else "warning")
     printer = TimelinePrinter(json_lines=args.json)
     scores = Path(args.scores) if args.scores else None
-    try:
-        result = asyncio.run(
-            backtest.replay([Path(p) for p in args.files], cfg, scores=scores,
-                            listeners=[printer.event], on_entry=printer.entry)
-        )
-    except ReplayError as exc:
-        print(f"crisisd replay: {exc}", file=sys.stderr)
-        return 2
-    print(result.summary(), file=sys.stderr if args.json else sys.stdout)
+    out = sys.stderr if args.json else sys.stdout
+    # Not the daemon's state directory: a backtest of days the daemon saw live opens
+    # incidents with the same ids, and its reports would overwrite the real ones.
+    with tempfile.TemporaryDirectory(prefix="crisisd-replay-") as tmp:
+        state = Path(args.keep) if args.keep else Path(tmp)
+        try:
+            result = asyncio.run(
+                backtest.replay([Path(p) for p in args.files],
+                                cfg.model_copy(update={"state_dir": state}), scores=scores,
+                                listeners=[printer.event], on_entry=printer.entry)
+            )
+        except ReplayError as exc:
+            print(f"crisisd replay: {exc}", file=sys.stderr)
+            return 2
+    print(result.summary(), file=out)
+    if result.opened and not args.keep:
+        print("(reports and test deliveries discarded; use --keep DIR to keep them)", file=out)
     if scores is not None:
-        print(f"wrote {len(result.score_files)} score files under {scores}/",
-              file=sys.stderr if args.json else sys.stdout)
+        print(f"wrote {len(result.score_files)} score files under {scores}/", file=out)
     return 0
 
 
@@ -185,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--scores", metavar="DIR", help="write DIR/<signal>/<series>.csv scores")
     p.add_argument("--json", action="store_true", help="JSON lines instead of a timeline")
+    p.add_argument("--keep", metavar="DIR", help="keep the post-crisis reports and what the "
+                   "test targets received here (default: discarded; never the state_dir)")
     p.add_argument("-v", "--verbose", action="store_true", help="log detector progress")
 
     add("run", cmd_run, "run the daemon: subscribe to MQTT until SIGTERM")

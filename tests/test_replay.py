@@ -71,6 +71,25 @@ async def test_a_replay_reaches_only_the_test_targets(demo_week, tmp_path, monke
     assert all(d["test"] for d in docs)
 
 
+def test_a_replay_leaves_the_daemons_state_dir_alone(demo_week, tmp_path, capsys):
+    """A backtest of days the daemon saw live opens incidents with the same ids: its
+    reports must not overwrite the real ones (they went to legal), nor land beside them."""
+    live, kept = tmp_path / "live", tmp_path / "kept"
+    cfg = (REPO / "config.yaml").read_text().replace("state_dir: state", f"state_dir: {live}")
+    cfg = cfg.replace("  dir: playbooks", f"  dir: {REPO / 'playbooks'}")
+    (tmp_path / "config.yaml").write_text(cfg)
+    report = live / "reports" / "northwind-20260307-1407.html"
+    report.parent.mkdir(parents=True)
+    report.write_text("the report the live daemon sent to legal")
+    args = ["replay", str(demo_week), "-c", str(tmp_path / "config.yaml"), "--keep", str(kept)]
+    assert cli.main(args) == 0
+    assert "1 incidents opened" in capsys.readouterr().out
+    assert report.read_text() == "the report the live daemon sent to legal"
+    assert sorted(p.name for p in live.rglob("*")) == ["northwind-20260307-1407.html",
+                                                       "reports"]
+    assert (kept / "reports" / report.name).is_file()  # --keep: the backtest's own report
+
+
 def test_bad_lines_are_counted_and_good_ones_kept(tmp_path):
     path = tmp_path / "mixed.jsonl"
     good = {"id": "1", "ts": "2026-01-01T00:00:00Z", "text": "hi", "brand": "b", "channel": "c"}
