@@ -3,7 +3,8 @@
 Replays the NAB CSVs through the real pipeline exactly as ``crisisd replay
 FILES --scores OUT`` does (the ten series tick together through one bank per
 signal), then scores ``OUT/volume/*.csv`` with ``../shared/tools/nabscore.py``
-at the default (``balanced``) threshold. Then measures every detector bank:
+at the default (``balanced``) threshold; then the same counts summed to hours
+(another cadence of the same real series). Then measures every detector bank:
 µs per tick for one series, ms per tick for 10,000 series, pickled bytes per
 series, ``extract_terms`` per mention, and one bucket tick of 10,000 series
 with every signal on (terms included).
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
+import json
 import math
 import pickle
 import re
@@ -25,6 +28,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -52,12 +56,41 @@ def replay_nab(data: Path, out: Path) -> tuple[float, float, int]:
     return time.perf_counter() - start, result.stats.detect_seconds, result.stats.buckets
 
 
-def nab_table(out: Path, threshold: float | None) -> str:
-    cmd = [sys.executable, str(NABSCORE), "--windows", str(NAB / "combined_windows.json"),
+def nab_table(out: Path, threshold: float | None, windows: Path = NAB / "combined_windows.json",
+              per_file: bool = True) -> str:
+    cmd = [sys.executable, str(NABSCORE), "--windows", str(windows),
            "--results", *map(str, sorted((out / "volume").glob("*.csv")))]
     if threshold is not None:
-        cmd += ["--threshold", repr(threshold), "--per-file"]
+        cmd += ["--threshold", repr(threshold), *(["--per-file"] if per_file else [])]
     return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+
+
+def to_hours(data: Path, work: Path) -> tuple[Path, Path]:
+    """The NAB files summed to hourly counts, and the windows' ends rounded down to the hour.
+
+    Another cadence of the same real series: what a feed of hourly counts
+    gives the volume detector. (The data directory, the windows file.)
+    """
+    folder = work / "realTweets"
+    folder.mkdir(parents=True)
+    for path in sorted(data.glob("*.csv")):
+        sums: dict[float, int] = {}
+        with path.open() as fh:
+            for row in csv.DictReader(fh):
+                moment = datetime.fromisoformat(row["timestamp"]).replace(tzinfo=UTC)
+                hour = moment.timestamp() // 3600 * 3600
+                sums[hour] = sums.get(hour, 0) + round(float(row["value"]))
+        hours = np.arange(min(sums), max(sums) + 1, 3600.0)
+        with (folder / path.name).open("w") as fh:
+            fh.write("timestamp,value\n")
+            for h in hours:
+                when = datetime.fromtimestamp(h, UTC).strftime("%Y-%m-%d %H:%M:%S")
+                fh.write(f"{when},{sums.get(h, 0)}\n")
+    windows = json.loads((NAB / "combined_windows.json").read_text())
+    hourly = {key: [[a[:13] + ":00:00.000000", b[:13] + ":00:00.000000"] for a, b in spans]
+              for key, spans in windows.items()}
+    (work / "windows.json").write_text(json.dumps(hourly))
+    return folder, work / "windows.json"
 
 
 # -- per-detector cost ----------------------------------------------------------
@@ -215,6 +248,12 @@ def run_nab(data: Path, out: Path, thr: float) -> None:
     print("for reference only, thresholds optimised on this data (an upper bound):")
     print("\n".join(line for line in best.splitlines()
                     if re.match(r"\s+(standard|reward)", line)))
+    hourly, windows = to_hours(data, out / "hourly-data")
+    replay_nab(hourly, out / "hourly")
+    at = registry.threshold_at("volume", thr, 3600.0)
+    print(f"\nthe same counts summed to hours (window ends rounded down to the hour), at "
+          f"the preset's threshold for hourly counts {at:.6f}:")
+    print(nab_table(out / "hourly", at, windows, per_file=False))
 
 
 def main() -> None:

@@ -27,7 +27,8 @@ from detectors.terms import TermDetector
 log = structlog.get_logger("crisisd.detect")
 
 ELEVATED = 0.9999
-"""Score above which a signal is not yet back to normal (p < 1e-4).
+"""Score above which a signal is not yet back to normal (p < 1e-4; for counts at
+buckets coarser than five minutes, spent per period as ``registry.threshold_at`` does).
 
 Incidents resolve after a quiet period "back to normal": a storm that goes
 on at scores under the alert threshold keeps its incident open."""
@@ -275,13 +276,14 @@ class DetectStage:
                 x, n, shown = x[pos], n[pos], shown[pos]
             scores = bank.score(t, slots, x, n)
             warm = bank.is_warm(slots)
-            alert = warm & (scores >= self.threshold)
+            threshold = registry.threshold_at(signal, self.threshold, cad.length)
+            alert = warm & (scores >= threshold)
             if watch:
                 self._elevated(signal, bank, buckets, watch, pos, slots, scores, warm, shown,
-                               elevated)
+                               registry.threshold_at(signal, ELEVATED, cad.length), elevated)
             for j in np.flatnonzero(alert).tolist():
                 k = j if pos is None else int(pos[j])
-                band = bank.evidence(t, 1.0 - self.threshold, int(slots[j]))
+                band = bank.evidence(t, 1.0 - threshold, int(slots[j]))
                 fired.setdefault(k, []).append(
                     _Fired(signal, float(shown[j]), float(scores[j]), band))
             bank.learn(t, slots, x, n)
@@ -310,16 +312,18 @@ class DetectStage:
 
     def _elevated(self, signal: str, bank: Detector, buckets: list[Bucket], watch: list[int],
                   pos: np.ndarray | None, slots: np.ndarray, scores: np.ndarray,
-                  warm: np.ndarray, shown: np.ndarray, elevated: set[str]) -> None:
-        """Add the watched brands whose ``signal`` is still outside its normal band."""
+                  warm: np.ndarray, shown: np.ndarray, above: float,
+                  elevated: set[str]) -> None:
+        """Add the watched brands whose ``signal`` is still outside its normal band
+        (or scores ``above``: :data:`ELEVATED` at the signal's bucket)."""
         index = None if pos is None else {k: j for j, k in enumerate(pos.tolist())}
         for k in watch:
             j = k if index is None else index.get(k)
             brand = buckets[k].series.brand
             if j is None or not warm[j] or brand in elevated:
                 continue
-            if scores[j] >= ELEVATED or self._beyond(
-                    signal, bank, int(slots[j]), buckets[k], float(shown[j])):
+            if scores[j] >= above or self._beyond(
+                    signal, bank, int(slots[j]), buckets[k], float(shown[j]), above):
                 elevated.add(brand)
 
     def _log_ready(self, cad: Cadence, signal: str, buckets: list[Bucket],
@@ -340,7 +344,7 @@ class DetectStage:
                 log.info("baseline ready", series=str(buckets[k].series), signal=signal)
 
     def _beyond(self, signal: str, bank: Detector, slot: int, bucket: Bucket,
-                shown: float) -> bool:
+                shown: float, above: float) -> bool:
         """Whether the value is outside its baseline's band in the crisis direction.
 
         Detectors alert once per excursion; this asks the baseline itself, so a
@@ -351,7 +355,7 @@ class DetectStage:
         """
         if signal == "reach":
             return False
-        band = bank.current(bucket.start, 1.0 - ELEVATED, slot)
+        band = bank.current(bucket.start, 1.0 - above, slot)
         if band.observed is not None:  # a tested level: its floor was met
             shown = band.observed
         elif signal in ("negative_share", "sentiment") and bucket.volume < self.cfg.min_volume:
@@ -364,8 +368,10 @@ class DetectStage:
         top = heapq.nlargest(self.evidence_terms, bucket.terms.items(), key=lambda kv: kv[1])
         bucket_tone = tone(bucket)
         out = []
+        length = bucket.end - bucket.start
         for signal, shown, score, band, category in fired:
-            level = registry.severity_for(score, self.threshold) or "low"
+            threshold = registry.threshold_at(signal, self.threshold, length)
+            level = registry.severity_for(score, threshold) or "low"
             seen = shown if band.observed is None else band.observed  # a pooled window's
             out.append(
                 Anomaly(

@@ -183,3 +183,58 @@ def test_a_brand_of_a_mention_a_bucket_stays_elevated_through_its_slow_burn():
     assert not any(status[k] for k in range(int(DAY / B), burn))
     assert all(status[k] for k in range(burn + 24, end))  # from two hours in, to its end
     assert not any(status[k] for k in range(end + 40, end + 48))  # three hours on, over
+
+
+def normal_counts(days: int, series: int, length: float, seed: int) -> np.ndarray:
+    """(buckets, series) over-dispersed daily-seasonal counts, with retweet bursts."""
+    rng = np.random.default_rng(seed)
+    n = int(days * DAY / B)
+    h = ((T0 + B * np.arange(n)) % DAY) / 3600.0
+    base = rng.uniform(5.0, 60.0, series)
+    lam = base * (1.0 + 0.6 * np.sin(2 * np.pi * (h - 9.0) / 24.0))[:, None]
+    lam = lam * rng.gamma(10.0, 0.1, lam.shape) + base * rng.pareto(2.5, lam.shape) * (
+        rng.random(lam.shape) < 0.01)
+    x = rng.poisson(lam)
+    per = round(length / B)  # five-minute counts summed to the bucket
+    return x[: n - n % per].reshape(-1, per, series).sum(axis=1)
+
+
+def alerts_a_day(x: np.ndarray, length: float, skip_days: float = 6.0) -> float:
+    """Volume alerts per series-day of an upstream feed at ``length``-second buckets."""
+    stage = DetectStage(DetectionConfig(warmup=DAY, signals=["volume"]))
+    keys = [SeriesKey(f"brand{i}", "twitter") for i in range(x.shape[1])]
+    count, first = 0, int(skip_days * DAY / length)
+    for k in range(len(x)):
+        t = T0 + length * k
+        found, _ = stage.process([bucket(key, t, length, int(x[k, i]), 0, aggregated=True)
+                                  for i, key in enumerate(keys)])
+        count += len(found) if k >= first else 0
+    return count / (x.shape[1] * (len(x) * length / DAY - skip_days))
+
+
+def test_a_preset_is_a_budget_in_time_at_any_bucket_of_counts():
+    """Normal traffic fed hourly alerts about as often a day as fed every five minutes.
+
+    The count detector's chances are five-minute periods; an hourly bucket
+    spends twelve periods' budget. At the preset's per-bucket threshold the
+    hourly feed never alerted (0 in 960 series-days), so nor did a crisis
+    short of twice anything in its last five days.
+    """
+    fine = alerts_a_day(normal_counts(46, 24, B, seed=3), B)
+    hourly = alerts_a_day(normal_counts(46, 24, 3600.0, seed=3), 3600.0)
+    assert 0.02 < fine < 0.3
+    assert fine / 8 < hourly <= fine
+
+
+def test_an_hourly_surge_past_its_five_day_record_alerts():
+    x = normal_counts(12, 1, 3600.0, seed=4)[:, 0].copy()
+    at = len(x) - 10
+    x[at] = int(1.6 * x[at - 120:at].max())  # 1.6 times the busiest hour of five days
+    stage = DetectStage(DetectionConfig(warmup=DAY, signals=["volume"]))
+    key = SeriesKey("acme", "twitter")
+    found = []
+    for k in range(at + 1):
+        t = T0 + 3600.0 * k
+        anomalies, _ = stage.process([bucket(key, t, 3600.0, int(x[k]), 0, aggregated=True)])
+        found += [(k, a.severity) for a in anomalies]
+    assert found and found[-1][0] == at
