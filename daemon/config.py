@@ -130,6 +130,10 @@ class WindowConfig(Section):
 
     bucket: Duration = 60.0
     lateness: Duration = 120.0
+    max_ahead: Duration | None = Field(
+        900.0, description="live: events stamped further past this host's clock are rejected "
+        "(a producer's wrong clock or time zone), and event time never runs past the clock; "
+        "null for a stream that plays a simulated future")
     samples: int = Field(3, ge=0, le=20, description="highest-reach mentions kept per bucket")
     top_terms: int = Field(20, ge=0, description="terms kept per bucket")
 

@@ -34,6 +34,7 @@ doesn't pay for them.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections import Counter
@@ -219,7 +220,10 @@ class Decoder:
 
     With ``keep_deadletters`` the raw payloads that held a rejected item are
     kept until ``take_deadletters()``; the MQTT source republishes them to
-    ``deadletter_topic``.
+    ``deadletter_topic``. With ``max_ahead`` (live) an MQTT item stamped more
+    than that many seconds past this host's clock is rejected
+    (``bad_timestamp``): taken in, it would move event time on, and close
+    every series' buckets, ahead of the rest of the stream.
     """
 
     def __init__(
@@ -229,8 +233,10 @@ class Decoder:
         *,
         keep_deadletters: bool = False,
         log_interval: float = LOG_INTERVAL,
+        max_ahead: float | None = None,
     ) -> None:
         self.prefix = prefix.rstrip("/")
+        self.max_ahead = max_ahead
         self.max_payload = max_payload
         self.keep_deadletters = keep_deadletters
         self.log_interval = log_interval
@@ -304,9 +310,10 @@ class Decoder:
         out: list[Event] = []
         rejected = 0
         first = ""
+        limit = self._limit()
         for item in decoded:
             try:
-                out.append(build(item, brand, channel))
+                out.append(self._in_time(build(item, brand, channel), limit))
             except _Invalid as exc:
                 rejected += 1
                 first = first or exc.reason
@@ -334,6 +341,7 @@ class Decoder:
         out: list[Event] = []
         rejected = 0
         first = ""
+        limit = self._limit()
         for raw in raws:
             try:
                 try:
@@ -342,7 +350,7 @@ class Decoder:
                     raise _Invalid(_classify(exc), str(exc)) from None
                 except (msgspec.DecodeError, UnicodeDecodeError) as exc:
                     raise _Invalid(BAD_JSON, str(exc)) from None
-                out.append(build(item, brand, channel))
+                out.append(self._in_time(build(item, brand, channel), limit))
             except _Invalid as exc:
                 rejected += 1
                 first = first or exc.reason
@@ -352,6 +360,18 @@ class Decoder:
         if rejected and self.keep_deadletters:
             self._deadletters.append(DeadLetter(topic, payload, first, rejected))
         return out
+
+    def _limit(self) -> float:
+        """The latest ``ts`` accepted now (``max_ahead`` past the clock; none in replay)."""
+        return math.inf if self.max_ahead is None else time.time() + self.max_ahead
+
+    def _in_time(self, event: Event, limit: float) -> Event:
+        """``event``, unless it is stamped past ``limit``."""
+        if event.ts > limit:
+            ahead = event.ts - limit + (self.max_ahead or 0.0)
+            raise _Invalid(BAD_TIMESTAMP, f"ts {event.ts!r} is {ahead:,.0f} s ahead of this "
+                           "host's clock: fix the producer's clock or time zone")
+        return event
 
     def _parse_topic(self, topic: str) -> tuple[str, str, str] | None:
         """``(kind, brand, channel)`` of a topic, or ``None``; cached per topic."""

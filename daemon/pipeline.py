@@ -82,6 +82,8 @@ class Pipeline:
         self.journal: Journal | None = None  # live only: see daemon.journal
         # replay only: awaited after each tick (see feed)
         self.settle: Callable[[], Awaitable[object]] | None = None
+        # live only: the wall clock event time never runs past (see _watermark)
+        self.wall: Callable[[], float] | None = None
         self.stats = PipelineStats()
 
     async def run(self, source: Source) -> None:
@@ -112,7 +114,7 @@ class Pipeline:
         self.stats.late += len(batch) - accepted
         self.stats.last_event_wall = time.time()
         if self.settle is None:
-            self.advance(None)
+            self.advance(self._watermark(self.windows.max_event_time))
             return
         # A replay runs a batch's ticks faster than real time, and the outbox
         # only runs when the pipeline awaits: without settling after each
@@ -132,7 +134,18 @@ class Pipeline:
         if not self.stats.last_event_wall:
             return
         now = self.windows.max_event_time + (wall - self.stats.last_event_wall)
-        self.advance(now - self.cfg.windows.lateness)
+        self.advance(self._watermark(now))
+
+    def _watermark(self, event_time: float) -> float:
+        """The watermark at ``event_time``: live, never past this host's clock.
+
+        A producer whose clock runs a few minutes fast would otherwise move
+        event time on for everyone, and every other producer's mentions would
+        arrive late and be dropped (the decoder refuses anything further ahead).
+        """
+        if self.wall is not None:
+            event_time = min(event_time, self.wall())
+        return event_time - self.cfg.windows.lateness
 
     def advance(self, watermark: float | None) -> None:
         """Close the buckets the watermark passed and run them downstream."""

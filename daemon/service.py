@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import pickle
 import signal
+import time
 from pathlib import Path
 
 import structlog
@@ -113,9 +114,12 @@ def reload(
 async def serve(cfg: Config, path: Path | None = None, notifier: Notifier | None = None) -> int:
     """Run until a stop signal; the process exit status."""
     notifier = notifier or Notifier()
-    decoder = Decoder(prefix=cfg.mqtt.prefix, max_payload=cfg.mqtt.max_payload)
+    decoder = Decoder(prefix=cfg.mqtt.prefix, max_payload=cfg.mqtt.max_payload,
+                      max_ahead=cfg.windows.max_ahead)
     source = MqttSource(cfg.mqtt, decoder)
     pipeline, response = assemble(cfg, RealClock())
+    if cfg.windows.max_ahead is not None:
+        pipeline.wall = time.time
     snapshot = snapshots.path_in(cfg.state_dir)
     snapshots.load(snapshot, pipeline.detect, pipeline.windows)
     journal = Journal(cfg.state_dir / JOURNAL)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -424,3 +425,16 @@ def test_fuzz_records_decode_like_messages(obj: dict[str, Any]) -> None:
     assert from_live == ([from_replay] if from_replay is not None else [])
     assert live.invalid == replay.invalid
     consistent(replay)
+
+
+def test_live_an_item_stamped_past_the_clock_is_refused_and_its_neighbours_kept() -> None:
+    """A producer an hour ahead (a wrong time zone) would close every series' buckets."""
+    now = time.time()
+    batch = [mention(1, ts=now - 5), mention(2, ts=now + 3600), mention(3, ts=now + 60)]
+    live = Decoder(max_ahead=900.0)
+    with capture_logs() as logs:
+        assert ids(live.decode(T, enc(batch))) == ["m1", "m3"]  # a minute fast: clock skew
+    assert live.invalid == {"bad_timestamp": 1}
+    assert "s ahead of this host's clock" in logs[0]["detail"]
+    consistent(live)
+    assert ids(Decoder().decode(T, enc(batch))) == ["m1", "m2", "m3"]  # replay: history

@@ -192,7 +192,10 @@ async def test_sigterm_exits_0_even_while_the_broker_is_away(
             await client.publish(
                 "crisisd/mentions/acme/x", json.dumps(demo_mention()).encode(), qos=1
             )
+            an_hour_fast = {**demo_mention(), "id": "two", "ts": time.time() + 3600}
+            await client.publish("crisisd/mentions/acme/x", json.dumps(an_hour_fast).encode())
         await daemon.wait_event("payload_rejected", reason="bad_json")
+        await daemon.wait_event("payload_rejected", reason="bad_timestamp")
         mosquitto.stop()
         await daemon.wait_event("mqtt_disconnected")
         started = time.monotonic()
@@ -201,7 +204,7 @@ async def test_sigterm_exits_0_even_while_the_broker_is_away(
     finally:
         daemon.kill()
     (stopped,) = daemon.events("stopped")
-    assert stopped["invalid"] == 1
+    assert stopped["invalid"] == 2  # the broken payload, and the mention from the future
     assert stopped["mentions"] == 1
 
 

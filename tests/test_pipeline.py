@@ -32,3 +32,16 @@ async def test_a_tick_before_any_event_does_nothing():
     await pipeline.feed(Tick(1e9))
     assert pipeline.stats.buckets == 0 and pipeline.windows.series_count == 0
     pipeline.close()
+
+
+async def test_live_a_fast_producer_clock_does_not_make_everyone_else_late():
+    """Event time never runs past this host's clock: one producer ten minutes fast
+    (within the skew the decoder lets through) would have closed every bucket of
+    the last eight minutes, and the others' mentions would all have been dropped."""
+    pipeline = Pipeline(Config(), SimClock())
+    wall = 1_800_000_000.0
+    pipeline.wall = lambda: wall
+    await pipeline.feed([mention(1, wall + 600)])  # a producer ten minutes fast
+    await pipeline.feed([mention(2, wall - 5), mention(3, wall - 70)])  # the others, on time
+    assert pipeline.stats.late == 0
+    pipeline.close()
