@@ -25,7 +25,7 @@ from detectors.base import Detector
 from detectors.reach import ReachDetector
 from detectors.sentiment import SentimentDetector
 from detectors.share import ShareDetector
-from detectors.volume import SeasonalCountDetector
+from detectors.volume import HOLD_P, RECORD_CAP, SeasonalCountDetector
 
 __all__ = ["SIGNALS", "THRESHOLDS", "Severity", "make", "severity_for", "threshold_at",
            "threshold_for"]
@@ -53,9 +53,6 @@ CRITICAL_FACTOR = 1000.0
 COUNTS = frozenset({"volume", "negative_volume"})
 #: The count detector counts its chances in five-minute periods (its records).
 COUNT_PERIOD = 300.0
-#: The count detector's defaults, scaled with the threshold at coarse buckets.
-RECORD_CAP = 1e-2
-HOLD_P = 1e-3
 
 
 def make(signal: str, *, bucket: float, warmup: float, min_volume: int,

@@ -17,9 +17,13 @@ from detectors._stats import (
 from detectors._window import HOUR, Hold, Records
 from detectors.base import Band, Bank, FloatArray, Slots
 
-__all__ = ["SeasonalCountDetector"]
+__all__ = ["HOLD_P", "RECORD_CAP", "SeasonalCountDetector"]
 
 DAY = 86400.0
+#: Default tail probabilities: below RECORD_CAP the record test is required, from HOLD_P
+#: on an excursion is held (a registry spends both, as the threshold, at coarse buckets).
+RECORD_CAP = 1e-2
+HOLD_P = 1e-3
 WEEK_OFFSET_DAYS = 3  # 1970-01-01 was a Thursday: (days + 3) % 7 == 0 on Mondays
 
 
@@ -159,10 +163,10 @@ class SeasonalCountDetector(Bank):
         warmup: float = DAY,
         record_window: float = 5 * DAY,
         tail_index: float = 3.0,
-        record_cap: float = 1e-2,
+        record_cap: float = RECORD_CAP,
         record_growth: float = 2.0,
         hold: float = DAY / 2,
-        hold_p: float = 1e-3,
+        hold_p: float = HOLD_P,
         escalate: tuple[float, ...] = (1e-4, 1e-6),
         level_half_life: float = DAY,
         season_half_life: float = 7 * DAY,
