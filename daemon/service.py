@@ -86,8 +86,9 @@ def reload(
 
     Returns the problems that rejected it (empty when the new set is live).
     Detector state, open incidents, pending timers and the outbox are kept:
-    only settings and playbooks change. Broker and detection settings need a
-    restart (the subscription and the learnt baselines depend on them).
+    only settings and playbooks change. Broker, window and detection settings
+    need a restart (the subscription, the open buckets and the learnt
+    baselines depend on them).
     """
     notifier.reloading()
     try:
@@ -102,10 +103,12 @@ def reload(
         )
         notifier.ready(status="reload rejected; running the last good set")
         return [str(p) for p in exc.problems]
-    if new.mqtt != pipeline.cfg.mqtt or new.detection != pipeline.cfg.detection:
-        log.warning("mqtt and detection settings change only on restart")
-    pipeline.cfg = new.model_copy(update={"mqtt": pipeline.cfg.mqtt,
-                                          "detection": pipeline.cfg.detection})
+    kept = {name: getattr(pipeline.cfg, name) for name in ("mqtt", "windows", "detection")}
+    changed = [name for name, section in kept.items() if getattr(new, name) != section]
+    if changed:
+        log.warning("these settings change only on restart; kept as they run",
+                    sections=changed)
+    pipeline.cfg = new.model_copy(update=kept)
     log.info("reloaded", playbooks=len(response.playbooks) if response else 0)
     notifier.ready(status="reloaded")
     return []

@@ -13,6 +13,12 @@ from pathlib import Path
 
 import yaml
 from conftest import free_port
+from structlog.testing import capture_logs
+
+from daemon import config, service
+from daemon.clock import SimClock
+from daemon.pipeline import Pipeline
+from daemon.sdnotify import Notifier
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,3 +83,20 @@ def test_sighup_reloads_valid_playbooks_and_keeps_the_last_good_set(mosquitto, t
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_a_reload_keeps_the_running_windows_and_says_so(tmp_path):
+    """Buckets already open were cut at the running length: a new length or lateness
+    would apply to half the daemon (the watermark) and not the other (the windows)."""
+    path = tmp_path / "config.yaml"
+    path.write_text(f"playbooks: {{dir: {tmp_path / 'none'}}}\nwindows: {{lateness: 2m}}\n")
+    pipeline = Pipeline(config.load(path), SimClock())
+    path.write_text(f"playbooks: {{dir: {tmp_path / 'none'}}}\nwindows: {{lateness: 10m}}\n"
+                    "incidents: {quiet: 3h}\n")
+    with capture_logs() as logs:
+        assert service.reload(path, pipeline, None, Notifier(environ={})) == []
+    assert pipeline.cfg.windows.lateness == 120.0  # kept as it runs
+    assert pipeline.cfg.incidents.quiet == 3 * 3600.0  # the rest applies
+    [warning] = [e for e in logs if e["log_level"] == "warning"]
+    assert warning["sections"] == ["windows"]
+    pipeline.close()
