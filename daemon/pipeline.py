@@ -113,14 +113,15 @@ class Pipeline:
         self.stats.metrics += len(batch) - mentions
         self.stats.late += len(batch) - accepted
         self.stats.last_event_wall = time.time()
+        watermark = self._watermark(self.windows.max_event_time)
         if self.settle is None:
-            self.advance(self._watermark(self.windows.max_event_time))
+            self.advance(watermark)
             return
         # A replay runs a batch's ticks faster than real time, and the outbox
         # only runs when the pipeline awaits: without settling after each
         # tick, a post approved at 14:16 would be delivered (and time-stamped)
         # whenever the batch ended, hours of simulated time later.
-        for end, group in groupby(self.windows.advance(None), key=lambda b: b.end):
+        for end, group in groupby(self.windows.advance(watermark), key=lambda b: b.end):
             self._tick(end, list(group))
             await self.settle()
 
@@ -147,7 +148,7 @@ class Pipeline:
             event_time = min(event_time, self.wall())
         return event_time - self.cfg.windows.lateness
 
-    def advance(self, watermark: float | None) -> None:
+    def advance(self, watermark: float) -> None:
         """Close the buckets the watermark passed and run them downstream."""
         closed = self.windows.advance(watermark)
         for end, group in groupby(closed, key=lambda b: b.end):
