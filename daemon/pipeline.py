@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import groupby
 
@@ -121,8 +121,7 @@ class Pipeline:
         # only runs when the pipeline awaits: without settling after each
         # tick, a post approved at 14:16 would be delivered (and time-stamped)
         # whenever the batch ended, hours of simulated time later.
-        for end, group in groupby(self.windows.advance(watermark), key=lambda b: b.end):
-            self._tick(end, list(group))
+        for _ in self._ticks(self.windows.advance(watermark)):
             await self.settle()
 
     def _idle(self, wall: float) -> None:
@@ -150,15 +149,20 @@ class Pipeline:
 
     def advance(self, watermark: float) -> None:
         """Close the buckets the watermark passed and run them downstream."""
-        closed = self.windows.advance(watermark)
-        for end, group in groupby(closed, key=lambda b: b.end):
-            self._tick(end, list(group))
+        for _ in self._ticks(self.windows.advance(watermark)):
+            pass
 
     def finish(self) -> None:
         """Close every open bucket (the end of a replay)."""
-        closed = self.windows.flush()
+        for _ in self._ticks(self.windows.flush()):
+            pass
+
+    def _ticks(self, closed: list[Bucket]) -> Iterator[None]:
+        """Run closed buckets (in time order) downstream, one tick per bucket end;
+        yield after each, so a replay can settle the response between them."""
         for end, group in groupby(closed, key=lambda b: b.end):
             self._tick(end, list(group))
+            yield
 
     def _tick(self, end: float, buckets: list[Bucket]) -> None:
         if isinstance(self.clock, SimClock):
