@@ -25,7 +25,7 @@ from detectors.base import Detector
 from detectors.reach import ReachDetector
 from detectors.sentiment import SentimentDetector
 from detectors.share import ShareDetector
-from detectors.volume import HOLD_P, RECORD_CAP, SeasonalCountDetector
+from detectors.volume import RECORD_CAP, SeasonalCountDetector
 
 __all__ = ["SIGNALS", "THRESHOLDS", "Severity", "make", "severity_for", "threshold_at",
            "threshold_for"]
@@ -79,27 +79,30 @@ def make(signal: str, *, bucket: float, warmup: float, min_volume: int,
         negative-volume alert needs at least a quarter of it in negatives.
     threshold
         The preset's alert threshold (for counts at coarse buckets, as
-        :func:`threshold_at` spends it): a storm of counts, shares or
-        sentiment alerts again as it reaches each of its severity tiers.
+        :func:`threshold_at` spends it). Every detector holds an excursion
+        from the tail probability that alerts: a storm alerts once, and a
+        storm of counts, shares or sentiment again as it reaches each of its
+        severity tiers.
     """
-    threshold = threshold_at(signal, threshold, bucket)
-    tiers = tuple((1.0 - threshold) / f for f in (HIGH_FACTOR, CRITICAL_FACTOR))
+    p = 1.0 - threshold_at(signal, threshold, bucket)
+    # an excursion is held from its first alert on: held from a lower p, a storm that
+    # builds up to the threshold is judged against its own quieter start and may never
+    # alert; from a higher p, it alerts at every bucket past the threshold
+    held = {"bucket": bucket, "warmup": warmup, "hold_p": p}
+    tiers = tuple(p / f for f in (HIGH_FACTOR, CRITICAL_FACTOR))
     if signal in COUNTS:
-        periods = _periods(signal, bucket)
-        counts = {"bucket": bucket, "warmup": warmup, "escalate": tiers,
-                  "record_cap": _spend(RECORD_CAP, periods), "hold_p": _spend(HOLD_P, periods)}
+        counts = {**held, "escalate": tiers,
+                  "record_cap": _spend(RECORD_CAP, _periods(signal, bucket))}
         if signal == "volume":
             return SeasonalCountDetector(**counts)
         return SeasonalCountDetector(**counts, min_count=max(1, min_volume // 4),
                                      share_gate=True)
     if signal == "negative_share":
-        return ShareDetector(bucket=bucket, warmup=warmup, min_volume=min_volume,
-                             escalate=tiers)
+        return ShareDetector(**held, min_volume=min_volume, escalate=tiers)
     if signal == "sentiment":
-        return SentimentDetector(bucket=bucket, warmup=warmup, min_volume=min_volume,
-                                 escalate=tiers)
+        return SentimentDetector(**held, min_volume=min_volume, escalate=tiers)
     if signal == "reach":
-        return ReachDetector(bucket=bucket, warmup=warmup)
+        return ReachDetector(**held)
     raise ValueError(f"unknown signal {signal!r}; expected one of {', '.join(SIGNALS)}")
 
 

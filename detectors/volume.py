@@ -17,13 +17,12 @@ from detectors._stats import (
 from detectors._window import HOUR, Hold, Records
 from detectors.base import Band, Bank, FloatArray, Slots
 
-__all__ = ["HOLD_P", "RECORD_CAP", "SeasonalCountDetector"]
+__all__ = ["RECORD_CAP", "SeasonalCountDetector"]
 
 DAY = 86400.0
-#: Default tail probabilities: below RECORD_CAP the record test is required, from HOLD_P
-#: on an excursion is held (a registry spends both, as the threshold, at coarse buckets).
+#: Default tail probability below which the record test is required (the registry
+#: spends it, as the threshold, at coarse buckets).
 RECORD_CAP = 1e-2
-HOLD_P = 1e-3
 WEEK_OFFSET_DAYS = 3  # 1970-01-01 was a Thursday: (days + 3) % 7 == 0 on Mondays
 
 
@@ -111,7 +110,8 @@ class SeasonalCountDetector(Bank):
         growing still raises its records, by this factor per excursion.
     hold, hold_p, escalate
         Excursion hold: how long (default twelve hours), from which tail
-        probability on, and the tail probabilities where the severity tiers
+        probability on (the alert threshold's: the default is
+        ``balanced``'s), and the tail probabilities where the severity tiers
         begin (``high`` and ``critical`` at ``balanced``; the registry passes
         those of the configured threshold): a bucket past one that the last
         alert was not past alerts again with its own ``p`` (see
@@ -166,7 +166,7 @@ class SeasonalCountDetector(Bank):
         record_cap: float = RECORD_CAP,
         record_growth: float = 2.0,
         hold: float = DAY / 2,
-        hold_p: float = HOLD_P,
+        hold_p: float = 1e-3,
         escalate: tuple[float, ...] = (1e-4, 1e-6),
         level_half_life: float = DAY,
         season_half_life: float = 7 * DAY,

@@ -240,3 +240,37 @@ def test_an_hourly_surge_past_its_five_day_record_alerts():
     x[at] = int(1.6 * x[at - 120:at].max())  # 1.6 times the busiest hour of five days
     found = volume_alerts(x[: at + 1, None], 3600.0)
     assert found and found[-1] == at
+
+
+def storm_alerts(sensitivity: str, seed: int) -> list[tuple[int, str]]:
+    """(buckets into the storm, severity) of each volume alert of a night storm that climbs
+    to six times its hour's volume over four hours and stays there two more."""
+    rng = np.random.default_rng(seed)
+    n = int(4 * DAY / B)
+    h = ((T0 + B * np.arange(n)) % DAY) / 3600.0
+    lam = 40.0 * (1.0 + 0.6 * np.sin(2 * np.pi * (h - 9.0) / 24.0)) + 2.0
+    at = int(3 * DAY / B) + 36  # 03:00
+    lam[at:at + 48] *= np.linspace(1.0, 6.0, 48)
+    lam[at + 48:at + 72] *= 6.0
+    x = rng.poisson(lam)
+    stage = DetectStage(DetectionConfig(warmup=DAY, signals=["volume"],
+                                        sensitivity=sensitivity))
+    found = []
+    for k in range(at + 72):
+        anomalies, _ = stage.process([bucket(A, T0 + B * k, B, int(x[k]), 0, aggregated=True)])
+        found += [(k - at, a.severity.name.lower()) for a in anomalies]
+    return found
+
+
+def test_every_preset_holds_a_storm_from_its_own_threshold():
+    """A climbing storm alerts once per severity tier, whatever the preset.
+
+    The hold began at balanced's tail probability for every preset: at
+    ``more`` each bucket of a storm between the two thresholds alerted anew
+    (30 alerts in this storm).
+    """
+    for seed in range(2):
+        for sensitivity in ("balanced", "more"):
+            found = storm_alerts(sensitivity, seed)
+            assert [s for _, s in found] == ["low", "high"], (sensitivity, found)
+        assert storm_alerts("more", seed)[0][0] < storm_alerts("balanced", seed)[0][0]
