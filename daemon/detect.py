@@ -210,7 +210,8 @@ class DetectStage:
         if "terms" in self.cfg.signals and not bucket.aggregated:
             if cad.terms is None:
                 cad.terms = TermDetector(
-                    bucket=cad.length, warmup=self.cfg.warmup, lexicon=self.cfg.lexicon
+                    bucket=cad.length, warmup=self.cfg.warmup, lexicon=self.cfg.lexicon,
+                    threshold=self.threshold,
                 )
             term_slot = cad.terms.add()
         state = cad.series[bucket.series] = _Series(slots, term_slot)
@@ -299,12 +300,10 @@ class DetectStage:
             bags = [buckets[k].terms for k in idx]
             vols = col["volume"] if tpos is None else col["volume"][tpos]
             for j, found in cad.terms.score(t, tslots, bags, vols).items():
-                k = idx[j]
-                for ts in found:
-                    if ts.score >= self.threshold:
-                        band = Band(expected=ts.expected, low=0.0, high=ts.expected)
-                        fired.setdefault(k, []).append(_Fired(
-                            f"term:{ts.term}", ts.observed, ts.score, band, ts.category))
+                fired.setdefault(idx[j], []).extend(
+                    _Fired(f"term:{ts.term}", ts.observed, ts.score,
+                           Band(expected=ts.expected, low=0.0, high=ts.expected), ts.category)
+                    for ts in found)  # the terms scored at the threshold: each alerts
             cad.terms.learn(t, tslots, bags, vols)
         for k, found in sorted(fired.items()):
             anomalies.extend(self._explain(buckets[k], found))

@@ -265,8 +265,11 @@ class TermDetector(Bank):
         turns it off).
     half_life
         Memory of the term shares.
-    report
-        ``score`` returns terms scoring at least this.
+    threshold
+        The alert threshold: ``score`` returns the terms scoring at least
+        this, and a term is held from its first such score on (held from a
+        lower score, a hashtag climbing for a few buckets was judged against
+        its own first, quieter one and never alerted).
 
     Examples
     --------
@@ -296,7 +299,7 @@ class TermDetector(Bank):
         lexicon_dispersion: float = 0.5,
         term_dispersion: float = 2.0,
         hold: float = 6 * 3600.0,
-        report: float = 0.99,
+        threshold: float = 0.999,
     ) -> None:
         super().__init__()
         self.bucket = float(bucket)
@@ -312,7 +315,7 @@ class TermDetector(Bank):
         self.lexicon_dispersion = lexicon_dispersion
         self.term_dispersion = term_dispersion
         self.hold = float(hold)
-        self.report = report
+        self.threshold = threshold
         self.window = float(window)
         self.k = max(1, round(self.window / self.bucket))  # buckets in the window
         self._lexkeys = frozenset(self.lexicon.category)
@@ -431,7 +434,7 @@ class TermDetector(Bank):
 
     def _verdicts(self, t: float, slots: Slots, bags: Sequence[Mapping[str, int]],
                   volumes: FloatArray, ev: _Entries) -> _Verdicts:
-        """Scores reaching ``report``, by position, and what ``learn`` needs of them."""
+        """Scores reaching ``threshold``, by position, and what ``learn`` needs of them."""
         live = self.is_warm(slots) & (volumes > 0)
         found = self._bucket_scale(slots, bags, volumes, ev, live)
         hits: list[tuple[int, frozenset[str]]] = []
@@ -457,7 +460,7 @@ class TermDetector(Bank):
                     continue  # no news: the term already alerted more strongly
                 p = math.exp(last[1] - s)  # conditional on the alert: p / p_alert
             score = 1.0 - (p if p > P_FLOOR else P_FLOOR)
-            if score >= self.report:
+            if score >= self.threshold:
                 news.append((owner, w, s))
                 out.setdefault(i, []).append(TermScore(
                     term=w, category=self.lexicon.category.get(w), observed=int(c),
@@ -533,7 +536,7 @@ class TermDetector(Bank):
 
     def score(self, t: float, slots: Slots, bags: Sequence[Mapping[str, int]],
               volumes: FloatArray) -> dict[int, list[TermScore]]:
-        """Terms reaching ``report``, by position ``i`` in ``slots``, most surprising first.
+        """Terms reaching ``threshold``, by position ``i`` in ``slots``, most surprising first.
 
         ``bags[i]`` maps each term of slot ``slots[i]``'s bucket to its count
         and ``volumes[i]`` is the bucket's number of mentions. Positions that
@@ -666,7 +669,7 @@ class TermDetector(Bank):
 
     # -- one series -----------------------------------------------------------------------------
     def score_terms(self, t: float, terms: Mapping[str, int], volume: float) -> list[TermScore]:
-        """Slot 0's terms of the bucket scoring at least ``report``, most surprising first."""
+        """Slot 0's terms of the bucket scoring at least ``threshold``, most surprising first."""
         return self.score(t, self._one(), [terms], np.array([float(volume)])).get(0, [])
 
     def learn_terms(self, t: float, terms: Mapping[str, int], volume: float) -> None:

@@ -122,6 +122,26 @@ def test_a_merely_new_word_is_not_but_a_trending_one_is():
     assert "#boycottbrand" in trending and trending["#boycottbrand"].category is None
 
 
+def test_a_hashtag_climbing_bucket_by_bucket_alerts_once_it_is_news():
+    """A term is held from the score that alerts, not from a quieter one before it.
+
+    Held from 0.99, the hashtag's first, not yet alarming bucket became the
+    bar the next ones were judged against, and it never alerted however far
+    it climbed (to 24 of 40 mentions here; it had reported at 14 of 40).
+    """
+    det, t = warmed()
+    rng, alerts = random.Random(6), []
+    for count in range(6, 25):
+        bag = chatter(rng, 40)
+        bag["#brandfail"] = count
+        alerts += [count for s in det.score_terms(t, bag, 40)
+                   if s.term == "#brandfail" and s.score >= 0.999]
+        det.learn_terms(t, bag, 40)
+        t += B
+    assert len(alerts) == 1, alerts  # and once: it climbs, but not a thousandfold
+    assert alerts[0] <= 20
+
+
 def test_normal_chatter_scores_nothing_and_is_warm_only_after_warmup():
     rng = random.Random(3)
     det = TermDetector(bucket=B, warmup=DAY)
