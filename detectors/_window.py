@@ -100,7 +100,7 @@ class Records(Bank):
         self.cur[rows] = np.maximum(self.cur[rows], x)
         self.cur_n[rows] += 1.0
 
-    def tail(self, slots: Slots, x: FloatArray, alpha: float, per: float = 1.0,
+    def tail(self, slots: Slots, x: FloatArray, alpha: float | FloatArray, per: float = 1.0,
              cap: FloatArray | None = None) -> FloatArray:
         """``P(X ≥ x)``: ``1/(N + 1)`` at the window maximum, Pareto beyond and below.
 
