@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from detectors._stats import P_FLOOR
 from detectors.base import Bank, FloatArray, Slots
 
 __all__ = ["HOUR", "Hold", "Records", "TailRate", "record_gate"]
@@ -261,25 +262,31 @@ class Hold(Bank):
         self._state("told", -math.inf)
 
     def gate(self, slots: Slots, t: float, p: FloatArray) -> FloatArray:
-        """``p`` where it is news at ``t``; while a bigger surprise is held, 1 (or ``p/p_peak``)."""
+        """``p`` where it is news at ``t``; while a bigger surprise is held, 1 (or ``p/p_peak``).
+
+        ``p`` is taken at :data:`P_FLOOR` at least, as a score says it: a storm
+        pinned there (a share of a million mentions, dozens of standard
+        deviations out) is not news again at every bucket because its
+        unsayable ``p`` keeps shrinking.
+        """
+        p = np.maximum(p, P_FLOOR)
         self.rec.roll(slots, t)
         peak = self.rec.peak(slots)
         held = peak >= self.surprise
         if not np.count_nonzero(held):
             return p
-        p = p.copy()
         if self.conditional:
             ph = p[held]
             cond = ph * np.exp(np.minimum(peak[held], 700.0))
             if self.escalates:
                 told = np.minimum(self.told[self._rows(slots)][held], 700.0)
-                now = -np.log(np.maximum(ph, 1e-300))
+                now = -np.log(ph)
                 # a tier boundary between the last alert and this bucket: news
                 worse = ((now[:, None] >= self.tiers) & (told[:, None] < self.tiers)).any(axis=1)
                 cond = np.where(worse, ph, cond)
             p[held] = np.minimum(cond, 1.0)
         else:
-            p[held & (-np.log(np.maximum(p, 1e-300)) <= peak)] = 1.0
+            p[held & (-np.log(p) <= peak)] = 1.0
         return p
 
     def held(self, slots: Slots, t: float) -> np.ndarray:
@@ -302,9 +309,9 @@ class Hold(Bank):
             rows = self._rows(slots)
             told = np.where(self.held(slots, t), self.told[rows], -math.inf)  # a new excursion
             loud = g < math.exp(-self.surprise)
-            self.told[rows] = np.where(loud, np.maximum(told, -np.log(np.maximum(g, 1e-300))),
+            self.told[rows] = np.where(loud, np.maximum(told, -np.log(np.maximum(g, P_FLOOR))),
                                        told)
-        self.rec.push(slots, t, -np.log(np.maximum(p, 1e-300)))
+        self.rec.push(slots, t, -np.log(np.maximum(p, P_FLOOR)))
 
 
 def record_gate(p_model: FloatArray, z: FloatArray, rec: Records, slots: Slots, cap: float,

@@ -453,13 +453,14 @@ class TermDetector(Bank):
                 continue
             seen.add((i, w))
             owner = int(slots[i])
-            s = -math.log(p if p > 1e-300 else 1e-300)
+            p = p if p > P_FLOOR else P_FLOOR  # as a score says it (see Hold.gate)
+            s = -math.log(p)
             last = self.alerts.get((owner, w))
             if last is not None and t - last[0] < self.hold:
                 if s <= last[1]:
                     continue  # no news: the term already alerted more strongly
                 p = math.exp(last[1] - s)  # conditional on the alert: p / p_alert
-            score = 1.0 - (p if p > P_FLOOR else P_FLOOR)
+            score = 1.0 - p
             if score >= self.threshold:
                 news.append((owner, w, s))
                 out.setdefault(i, []).append(TermScore(

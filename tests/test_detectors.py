@@ -366,6 +366,23 @@ def test_share_storm_alerts_once_per_severity_tier_however_long_it_lasts():
     assert tiers == sorted(set(tiers), key=["low", "high", "critical"].index), tiers
 
 
+def test_a_storm_past_what_a_score_can_say_alerts_once_at_the_largest_brands():
+    """At a million mentions a bucket a turn is hundreds of standard deviations out, its
+    ``p`` far below the floor a score can say (1e-15) and smaller at every bucket: each
+    bucket alerted anew (12 of 12) as a thousand times "worse" than the last."""
+    rng = np.random.default_rng(6)
+    times = T0 + B * np.arange(int(3 * DAY / B))
+    ns = rng.poisson(1e6, len(times)).astype(float)
+    share = np.full(len(times), 0.15)
+    share[-12:] = np.linspace(0.2, 0.35, 12)  # a turn that keeps growing for an hour
+    xs = rng.binomial(ns.astype(np.int64), share).astype(float)
+    for signal in ("negative_share", "negative_volume"):
+        det = registry.make(signal, bucket=B, warmup=DAY, min_volume=20)
+        scores = feed(det, times, xs, ns)
+        assert np.sum(scores[:-12] >= BALANCED) == 0
+        assert np.sum(scores[-12:] >= BALANCED) == 1, (signal, scores[-12:])
+
+
 def test_share_floor_at_low_volume():
     times, xs, ns = share_stream(2, seed=7, vol=3.0)  # a quiet series: 3 mentions a bucket
     det = registry.make("negative_share", bucket=60, warmup=DAY, min_volume=20)
