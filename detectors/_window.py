@@ -101,6 +101,13 @@ class Records(Bank):
         self.cur[rows] = np.maximum(self.cur[rows], x)
         self.cur_n[rows] += 1.0
 
+    def rescale(self, slots: Slots, factor: FloatArray, cap: FloatArray) -> None:
+        """Multiply the window's values by ``factor``, none above ``cap`` (per slot)."""
+        f, c = factor[:, None], cap[:, None]
+        self.blocks[slots] = np.minimum(self.blocks[slots] * f, c)
+        self.cur[slots] = np.minimum(self.cur[slots] * factor, cap)
+        self.past[slots] = self.blocks[slots].max(axis=1)
+
     def tail(self, slots: Slots, x: FloatArray, alpha: float | FloatArray, per: float = 1.0,
              cap: FloatArray | None = None) -> FloatArray:
         """``P(X ≥ x)``: ``1/(N + 1)`` at the window maximum, Pareto beyond and below.

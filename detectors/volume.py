@@ -62,12 +62,15 @@ class SeasonalCountDetector(Bank):
     band before it updates the seasonal model (a two-hour storm does not
     become the new normal); when a fast level stays ``shift_ratio`` away from
     the baseline for ``shift_after`` seconds the baseline jumps to it (a real
-    permanent change is learnt within hours). The records get the same care:
-    during an excursion (an alert held, or buckets the seasonal model already
-    finds past ``record_cap``) a sum enters them at most ``record_growth``
-    times what they held when it began, so last week's storm does not mask
+    permanent change is learnt within hours, and the records are carried
+    over to it, scaled by the change). The records get the same care: during
+    an excursion (an alert held, buckets the seasonal model already finds
+    past ``record_cap``, or a sum that sets a new record) a sum enters them
+    at most ``record_growth`` times what they held when it began, and the
+    excursion is judged against those, so last week's storm does not mask
     this week's, and a storm that climbs for hours does not walk the record
-    up ahead of itself.
+    up ahead of itself (its first buckets may look ordinary to the seasonal
+    model and still raise the records the rest of it is judged by).
 
     One alert per excursion: after a bucket with ``p < hold_p``, for ``hold``
     seconds a bucket is scored by its conditional tail probability ``min(1,
@@ -101,8 +104,8 @@ class SeasonalCountDetector(Bank):
     record_cap
         Tail probability below which the record test is required.
     record_growth
-        During an excursion (the hold is on, or the bucket's tail
-        probability is below ``record_cap``) a sum enters the records at most
+        During an excursion (the hold is on, the bucket's tail probability
+        is below ``record_cap``, or it sets a new record) a sum enters the records at most
         ``record_growth`` times the records at the excursion's start: like the
         winsorised baseline, an anomaly does not define normal for the next
         one (a storm five days ago does not mask today's, a ramp does not
@@ -273,13 +276,10 @@ class SeasonalCountDetector(Bank):
         p = _nb_tail(x, mu, phi)
         deep = p < self.record_cap
         if np.count_nonzero(deep):
-            # an alerted excursion is judged against the records from before it began
-            # (its own buckets raise them, within record_growth, for the next ones only)
+            # an excursion is judged against the records from before it began (its
+            # own buckets raise them, within record_growth, for the next ones only)
             s, xd, a = slots[deep], x[deep], self.tail_index
             b1, bh = self.base1[s], self.base_h[s]
-            if not np.isnan(b1).all():  # some excursion is on: which of them alerted?
-                held = self.hold.held(s, t)
-                b1, bh = np.where(held, b1, math.nan), np.where(held, bh, math.nan)
             sums = self.ring.sums(s)[:, 0]
             p_rec = self.rec1.tail(s, sums[:, 0] + xd, a, self.k1, b1)
             if self.k > 1:
@@ -320,7 +320,7 @@ class SeasonalCountDetector(Bank):
             self.g_x[g] += a * (x[some] - self.g_x[g])
             self.g_n[g] += a * (n[some] - self.g_n[g])
         excursion = self.hold.excursion(slots, t, p) | (p < self.record_cap)
-        self._push_sums(t, slots, x, warm & excursion)
+        self._push_sums(t, slots, x, excursion, warm)
         p = p.copy()
         p[~warm] = 1.0
         self.hold.push(slots, t, p, said)
@@ -355,9 +355,10 @@ class SeasonalCountDetector(Bank):
         run[ok] = 0.0
         run[away] = grown
         jump = run >= self.shift_buckets
-        if np.count_nonzero(jump):  # a lasting change of level: adopt it
+        if np.count_nonzero(jump):  # a lasting change of level: adopt it, and scale the records
             num[jump] = fast[jump] * den[jump]
             run[jump] = 0.0
+            self._rescale(slots[jump], fast[jump] / lvl[jump])
         self.run[rows] = run
         self.lvl_num[rows] = num
         learnt = np.count_nonzero(ok)
@@ -371,15 +372,21 @@ class SeasonalCountDetector(Bank):
             self.last_hour[due] = hour
             self._normalise(due)
 
-    def _push_sums(self, t: float, slots: Slots, x: FloatArray, excursion: np.ndarray) -> None:
+    def _push_sums(self, t: float, slots: Slots, x: FloatArray, excursion: np.ndarray,
+                   warm: np.ndarray) -> None:
         """Records of the five-minute and one-hour sums ending with this bucket; the ring.
 
-        During an alerted excursion a sum enters the records at most
-        ``record_growth`` times the records when the excursion began: an
-        anomaly does not define normal for the next one.
+        During an excursion (``excursion``, or a sum that sets a new record:
+        a storm's first buckets may look ordinary to the seasonal model, yet
+        raise the records the rest of it is judged by) a sum enters the
+        records at most ``record_growth`` times the records when the
+        excursion began: an anomaly does not define normal for the next one.
+        Not while cold: the first records are being made.
         """
         sums = self.ring.sums(slots)[:, 0]
         s1, sh = sums[:, 0] + x, sums[:, 1] + x
+        excursion = warm & (excursion | (s1 > self.rec1.peak(slots))
+                            | (sh > self.rec_h.peak(slots)))
         if np.count_nonzero(excursion):
             e = slots[excursion]
             for rec, base, v in ((self.rec1, self.base1, s1), (self.rec_h, self.base_h, sh)):
@@ -400,6 +407,21 @@ class SeasonalCountDetector(Bank):
         if self.k > 1:
             self.rec_h.push(slots, t, sh)
         self.ring.push(slots, x[:, None])
+
+    def _rescale(self, slots: Slots, ratio: FloatArray) -> None:
+        """Carry the records over a lasting change of level by ``ratio``.
+
+        Counts scale with the level, so the records of the new level are
+        those of the old one times the ratio; none is taken above the
+        records from before the excursion (the change itself) times the
+        ratio, as the excursion's own sums entered clipped. Without this,
+        a level three times the old one re-alerted the next afternoon,
+        against records the excursion had held at twice the old ones.
+        """
+        for rec, base in ((self.rec1, self.base1), (self.rec_h, self.base_h)):
+            cap = np.where(np.isnan(base[slots]), math.inf, base[slots] * ratio)
+            rec.rescale(slots, ratio, cap)
+            base[slots] = math.nan  # the excursion was the change: the next is measured anew
 
     def _learn_season(self, t: float, slots: Slots, xc: FloatArray, lvl: FloatArray,
                       dw: FloatArray, s: FloatArray, n_: FloatArray) -> None:
