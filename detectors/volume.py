@@ -64,13 +64,14 @@ class SeasonalCountDetector(Bank):
     the baseline for ``shift_after`` seconds the baseline jumps to it (a real
     permanent change is learnt within hours, and the records are carried
     over to it, scaled by the change). The records get the same care: during
-    an excursion (an alert held, buckets the seasonal model already finds
-    past ``record_cap``, or a sum that sets a new record) a sum enters them
-    at most ``record_growth`` times what they held when it began, and the
-    excursion is judged against those, so last week's storm does not mask
-    this week's, and a storm that climbs for hours does not walk the record
-    up ahead of itself (its first buckets may look ordinary to the seasonal
-    model and still raise the records the rest of it is judged by).
+    an excursion (an alert held, or buckets the seasonal model already finds
+    past ``record_cap``) a sum enters them at most ``record_growth`` times
+    what they held when it began, and the excursion is judged against those,
+    alerted or not, so last week's storm does not mask this week's, and a
+    storm that climbs for hours does not walk the record up ahead of itself.
+    (Also starting one at any sum that sets a new record caught a storm
+    whose first bucket looks ordinary to the seasonal model sooner, but
+    doubled the false alerts of hourly counts.)
 
     One alert per excursion: after a bucket with ``p < hold_p``, for ``hold``
     seconds a bucket is scored by its conditional tail probability ``min(1,
@@ -104,8 +105,8 @@ class SeasonalCountDetector(Bank):
     record_cap
         Tail probability below which the record test is required.
     record_growth
-        During an excursion (the hold is on, the bucket's tail probability
-        is below ``record_cap``, or it sets a new record) a sum enters the records at most
+        During an excursion (the hold is on, or the bucket's tail
+        probability is below ``record_cap``) a sum enters the records at most
         ``record_growth`` times the records at the excursion's start: like the
         winsorised baseline, an anomaly does not define normal for the next
         one (a storm five days ago does not mask today's, a ramp does not
@@ -320,7 +321,7 @@ class SeasonalCountDetector(Bank):
             self.g_x[g] += a * (x[some] - self.g_x[g])
             self.g_n[g] += a * (n[some] - self.g_n[g])
         excursion = self.hold.excursion(slots, t, p) | (p < self.record_cap)
-        self._push_sums(t, slots, x, excursion, warm)
+        self._push_sums(t, slots, x, warm & excursion)
         p = p.copy()
         p[~warm] = 1.0
         self.hold.push(slots, t, p, said)
@@ -372,21 +373,15 @@ class SeasonalCountDetector(Bank):
             self.last_hour[due] = hour
             self._normalise(due)
 
-    def _push_sums(self, t: float, slots: Slots, x: FloatArray, excursion: np.ndarray,
-                   warm: np.ndarray) -> None:
+    def _push_sums(self, t: float, slots: Slots, x: FloatArray, excursion: np.ndarray) -> None:
         """Records of the five-minute and one-hour sums ending with this bucket; the ring.
 
-        During an excursion (``excursion``, or a sum that sets a new record:
-        a storm's first buckets may look ordinary to the seasonal model, yet
-        raise the records the rest of it is judged by) a sum enters the
-        records at most ``record_growth`` times the records when the
-        excursion began: an anomaly does not define normal for the next one.
-        Not while cold: the first records are being made.
+        During an excursion a sum enters the records at most
+        ``record_growth`` times the records when the excursion began: an
+        anomaly does not define normal for the next one.
         """
         sums = self.ring.sums(slots)[:, 0]
         s1, sh = sums[:, 0] + x, sums[:, 1] + x
-        excursion = warm & (excursion | (s1 > self.rec1.peak(slots))
-                            | (sh > self.rec_h.peak(slots)))
         if np.count_nonzero(excursion):
             e = slots[excursion]
             for rec, base, v in ((self.rec1, self.base1, s1), (self.rec_h, self.base_h, sh)):

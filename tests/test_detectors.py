@@ -392,8 +392,9 @@ def test_a_storm_is_judged_against_the_records_from_before_its_first_bucket():
 
     Its first bucket (a third over normal) is unremarkable to the seasonal
     model at the dispersion floor, but a new record; it entered the records
-    whole, and every bucket after it was judged against the one before: the
-    count reached 2.3 times normal at p 1.9e-3 and never alerted.
+    whole, and as the storm had not alerted, every bucket after it was
+    judged against the records its own buckets set: the count reached 2.3
+    times normal at p 1.9e-3 and never alerted.
     """
     rng = np.random.default_rng(6)
     times = T0 + B * np.arange(int(3 * DAY / B))
@@ -405,7 +406,7 @@ def test_a_storm_is_judged_against_the_records_from_before_its_first_bucket():
     scores = feed(det, times, xs, ns)
     assert np.sum(scores[:-12] >= BALANCED) == 0
     assert np.sum(scores[-12:] >= BALANCED) == 1
-    assert np.argmax(scores[-12:] >= BALANCED) <= 3  # at 1.5 times normal
+    assert np.argmax(scores[-12:] >= BALANCED) <= 6  # by 1.8 times normal
 
 
 def test_share_floor_at_low_volume():
