@@ -355,7 +355,7 @@ class SeasonalCountDetector(Bank):
         grown = run[away] + 1.0
         run[ok] = 0.0
         run[away] = grown
-        jump = run >= self.shift_buckets
+        jump = (run >= self.shift_buckets) & ok  # (a level of 0 has no ratio to carry)
         if np.count_nonzero(jump):  # a lasting change of level: adopt it, and scale the records
             num[jump] = fast[jump] * den[jump]
             run[jump] = 0.0
