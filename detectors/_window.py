@@ -103,10 +103,10 @@ class Records(Bank):
 
     def rescale(self, slots: Slots, factor: FloatArray, cap: FloatArray) -> None:
         """Multiply the window's values by ``factor``, none above ``cap`` (per slot)."""
-        f, c = factor[:, None], cap[:, None]
-        self.blocks[slots] = np.minimum(self.blocks[slots] * f, c)
-        self.cur[slots] = np.minimum(self.cur[slots] * factor, cap)
-        self.past[slots] = self.blocks[slots].max(axis=1)
+        rows = self._rows(slots)
+        self.blocks[rows] = np.minimum(self.blocks[rows] * factor[:, None], cap[:, None])
+        self.cur[rows] = np.minimum(self.cur[rows] * factor, cap)
+        self.past[rows] = self.blocks[rows].max(axis=1)
 
     def tail(self, slots: Slots, x: FloatArray, alpha: float | FloatArray, per: float = 1.0,
              cap: FloatArray | None = None) -> FloatArray:
