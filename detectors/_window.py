@@ -284,9 +284,9 @@ class Hold(Bank):
             return p
         if self.conditional:
             ph = p[held]
-            cond = ph * np.exp(np.minimum(peak[held], 700.0))
+            cond = ph * np.exp(peak[held])
             if self.escalates:
-                told = np.minimum(self.told[self._rows(slots)][held], 700.0)
+                told = self.told[self._rows(slots)][held]
                 now = -np.log(ph)
                 # a tier boundary between the last alert and this bucket: news
                 worse = ((now[:, None] >= self.tiers) & (told[:, None] < self.tiers)).any(axis=1)

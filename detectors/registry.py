@@ -88,21 +88,21 @@ def make(signal: str, *, bucket: float, warmup: float, min_volume: int,
     # an excursion is held from its first alert on: held from a lower p, a storm that
     # builds up to the threshold is judged against its own quieter start and may never
     # alert; from a higher p, it alerts at every bucket past the threshold
-    held = {"bucket": bucket, "warmup": warmup, "hold_p": p}
+    common = {"bucket": bucket, "warmup": warmup, "hold_p": p}
     tiers = tuple(p / f for f in (HIGH_FACTOR, CRITICAL_FACTOR))
     if signal in COUNTS:
-        counts = {**held, "escalate": tiers,
+        counts = {**common, "escalate": tiers,
                   "record_cap": _spend(RECORD_CAP, _periods(signal, bucket))}
         if signal == "volume":
             return SeasonalCountDetector(**counts)
         return SeasonalCountDetector(**counts, min_count=max(1, min_volume // 4),
                                      share_gate=True)
     if signal == "negative_share":
-        return ShareDetector(**held, min_volume=min_volume, escalate=tiers)
+        return ShareDetector(**common, min_volume=min_volume, escalate=tiers)
     if signal == "sentiment":
-        return SentimentDetector(**held, min_volume=min_volume, escalate=tiers)
+        return SentimentDetector(**common, min_volume=min_volume, escalate=tiers)
     if signal == "reach":
-        return ReachDetector(**held)
+        return ReachDetector(**common)
     raise ValueError(f"unknown signal {signal!r}; expected one of {', '.join(SIGNALS)}")
 
 
