@@ -371,18 +371,24 @@ def test_share_storm_alerts_once_per_severity_tier_however_long_it_lasts():
     assert tiers == sorted(set(tiers), key=["low", "high", "critical"].index), tiers
 
 
-def test_a_storm_past_what_a_score_can_say_alerts_once_at_the_largest_brands():
-    """At a million mentions a bucket a turn is hundreds of standard deviations out, its
-    ``p`` far below the floor a score can say (1e-15) and smaller at every bucket: each
-    bucket alerted anew (12 of 12) as a thousand times "worse" than the last."""
+def turn_at_a_million_mentions(signal: str) -> np.ndarray:
+    """Scores of ``signal`` over three days at a million mentions a bucket, 15 % of them
+    negative, the last hour a turn that keeps growing (20 % to 35 %)."""
     rng = np.random.default_rng(6)
     times = T0 + B * np.arange(int(3 * DAY / B))
     ns = rng.poisson(1e6, len(times)).astype(float)
     share = np.full(len(times), 0.15)
-    share[-12:] = np.linspace(0.2, 0.35, 12)  # a turn that keeps growing for an hour
+    share[-12:] = np.linspace(0.2, 0.35, 12)
     xs = rng.binomial(ns.astype(np.int64), share).astype(float)
-    det = registry.make("negative_share", bucket=B, warmup=DAY, min_volume=20)
-    scores = feed(det, times, xs, ns)
+    det = registry.make(signal, bucket=B, warmup=DAY, min_volume=20)
+    return feed(det, times, xs, ns)
+
+
+def test_a_storm_past_what_a_score_can_say_alerts_once_at_the_largest_brands():
+    """At a million mentions a bucket a turn is hundreds of standard deviations out, its
+    ``p`` far below the floor a score can say (1e-15) and smaller at every bucket: each
+    bucket alerted anew (12 of 12) as a thousand times "worse" than the last."""
+    scores = turn_at_a_million_mentions("negative_share")
     assert np.sum(scores[:-12] >= BALANCED) == 0
     assert np.sum(scores[-12:] >= BALANCED) == 1, scores[-12:]
 
@@ -396,14 +402,7 @@ def test_a_storm_is_judged_against_the_records_from_before_its_first_bucket():
     judged against the records its own buckets set: the count reached 2.3
     times normal at p 1.9e-3 and never alerted.
     """
-    rng = np.random.default_rng(6)
-    times = T0 + B * np.arange(int(3 * DAY / B))
-    ns = rng.poisson(1e6, len(times)).astype(float)
-    share = np.full(len(times), 0.15)
-    share[-12:] = np.linspace(0.2, 0.35, 12)
-    xs = rng.binomial(ns.astype(np.int64), share).astype(float)
-    det = registry.make("negative_volume", bucket=B, warmup=DAY, min_volume=20)
-    scores = feed(det, times, xs, ns)
+    scores = turn_at_a_million_mentions("negative_volume")
     assert np.sum(scores[:-12] >= BALANCED) == 0
     assert np.sum(scores[-12:] >= BALANCED) == 1
     assert np.argmax(scores[-12:] >= BALANCED) <= 6  # by 1.8 times normal
