@@ -20,6 +20,7 @@ Usage::
 
     .venv/bin/python bench/bench_scenarios.py [--peaks 1,10,40] [--seeds 2] [--days 7]
     .venv/bin/python bench/bench_scenarios.py --scenarios normal --seeds 6 --days 15
+    .venv/bin/python bench/bench_scenarios.py --intensity 0.5    # crises half as loud
 """
 
 from __future__ import annotations
@@ -109,6 +110,7 @@ class Brand:
     scenario: Scenario
     traffic: demo.Traffic
     seed: int
+    intensity: float = 1.0  # the storm's extra mentions, as a multiple of the scenario's
 
     def storm(self, at: float) -> demo.Storm | None:
         """The scenario as a storm in the demo generator's terms (None: a normal week)."""
@@ -125,12 +127,13 @@ class Brand:
                 "url": "https://example.invalid/spark",
             }
         return demo.Storm(at=at, channel="twitter", texts=sc.texts or COMPLAINTS,
-                          peak=sc.peak * self.traffic.peak, rise=sc.rise, decay=sc.decay,
+                          peak=sc.peak * self.intensity * self.traffic.peak, rise=sc.rise,
+                          decay=sc.decay,
                           spark=spark)
 
 
 def brands(peaks: Iterable[float], seeds: int, only: Iterable[str] = (),
-           wander: float = WANDER) -> list[Brand]:
+           wander: float = WANDER, intensity: float = 1.0) -> list[Brand]:
     """Every scenario (or those named in ``only``) at every traffic size; seeds vary
     the night, weekend and burstiness (three shapes, in turn) and the random draws."""
     out = []
@@ -146,7 +149,8 @@ def brands(peaks: Iterable[float], seeds: int, only: Iterable[str] = (),
                 if wanted and sc.name not in wanted:
                     continue
                 name = f"{sc.name}{peak:g}s{seed}".replace(".", "p")
-                out.append(Brand(name, sc, traffic, seed=1000 * seed + 31 * i + int(peak)))
+                out.append(Brand(name, sc, traffic, seed=1000 * seed + 31 * i + int(peak),
+                                 intensity=intensity))
     return out
 
 
@@ -192,10 +196,10 @@ class Outcome:
 
 
 def run(peaks: Iterable[float], seeds: int, days: float, start: float = demo.START,
-        only: Iterable[str] = (), wander: float = WANDER
+        only: Iterable[str] = (), wander: float = WANDER, intensity: float = 1.0
         ) -> tuple[list[Outcome], dict[str, float]]:
     """Generate, replay with the shipped configuration, and judge every brand."""
-    bs = brands(peaks, seeds, only, wander)
+    bs = brands(peaks, seeds, only, wander, intensity)
     cfg = load_config(ROOT / "config.yaml")
     cfg = cfg.model_copy(update={"playbooks": cfg.playbooks.model_copy(
         update={"dir": ROOT / "playbooks"})})
@@ -267,10 +271,13 @@ def main() -> None:
     ap.add_argument("--wander", type=float, default=WANDER,
                     help="standard deviation of the slow drift of the log rate (see "
                          "demo.Traffic; 0 for the smooth stream)")
+    ap.add_argument("--intensity", type=float, default=1.0,
+                    help="every storm's extra mentions as a multiple of its scenario's "
+                         "(the influencer's one post is the same), e.g. 0.5 for smaller crises")
     args = ap.parse_args()
     only = [s for s in args.scenarios.split(",") if s]
     outcomes, figures = run([float(p) for p in args.peaks.split(",")], args.seeds, args.days,
-                            only=only, wander=args.wander)
+                            only=only, wander=args.wander, intensity=args.intensity)
     print(report(outcomes, figures))
 
 
