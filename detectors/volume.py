@@ -23,6 +23,9 @@ DAY = 86400.0
 #: Default tail probability below which the record test is required (the registry
 #: spends it, as the threshold, at coarse buckets).
 RECORD_CAP = 1e-2
+#: −ln of the chance, under the model, of a run of empty buckets past which the
+#: silence is taken for the feed's, not the series' own (one in a billion).
+GAP_SURPRISE = -math.log(1e-9)
 WEEK_OFFSET_DAYS = 3  # 1970-01-01 was a Thursday: (days + 3) % 7 == 0 on Mondays
 
 
@@ -71,7 +74,12 @@ class SeasonalCountDetector(Bank):
     storm that climbs for hours does not walk the record up ahead of itself.
     (Also starting one at any sum that sets a new record caught a storm
     whose first bucket looks ordinary to the seasonal model sooner, but
-    doubled the false alerts of hourly counts.)
+    doubled the false alerts of hourly counts.) And a run of empty buckets
+    the model finds one-in-a-billion (``GAP_SURPRISE``) is a gap in the
+    feed, not news about the series: the seasonal model learns nothing
+    from it, nor does its level adopt it, so when the mentions come back
+    they meet the baseline and records they left (NAB's Apple series has
+    one, two hours of zeros at 85 tweets per five minutes).
 
     One alert per excursion: after a bucket with ``p < hold_p``, for ``hold``
     seconds a bucket is scored by its conditional tail probability ``min(1,
@@ -223,6 +231,7 @@ class SeasonalCountDetector(Bank):
         self._state("d_den", 0.0)  # EW Σ μ²
         self._state("fast", 0.0)
         self._state("run", 0.0)
+        self._state("empty", 0.0)  # −ln P(0) of the run of empty buckets under way
         self._state("last_hour", -1, dtype=np.int64)
         self._state("g_x", 0.0)  # EW Σ x and Σ n, for the share gate
         self._state("g_n", 0.0)
@@ -325,6 +334,12 @@ class SeasonalCountDetector(Bank):
         p = p.copy()
         p[~warm] = 1.0
         self.hold.push(slots, t, p, said)
+        gap = self._gap(slots, x, mu, phi, warm)
+        if np.count_nonzero(gap):  # the feed is down, not the series quiet: nothing to learn
+            on = ~gap
+            slots, x, s, dw, mu, phi, num, den, lvl, n_ = (
+                v[on] for v in (slots, x, s, dw, mu, phi, num, den, lvl, n_))
+            rows = slots
         # winsorise: the storm must not become the baseline
         cap = mu + self.clip_z * np.sqrt(mu + phi * mu * mu) + 1.0
         xc = np.minimum(x, cap)
@@ -372,6 +387,25 @@ class SeasonalCountDetector(Bank):
         if len(due):  # keep the profile and weekly factors at mean 1, hourly
             self.last_hour[due] = hour
             self._normalise(due)
+
+    def _gap(self, slots: Slots, x: FloatArray, mu: FloatArray, phi: FloatArray,
+             warm: np.ndarray) -> np.ndarray:
+        """Where a warm series' run of empty buckets is past ``GAP_SURPRISE``: a gap in the feed.
+
+        Silence is data (a small brand's night is mostly empty buckets), up
+        to the point where the model finds it impossible: eight hours
+        without one mention of a brand of forty a minute is an outage
+        upstream. Learnt as counts, those hours were a lasting drop the
+        baseline adopted, records and all, and the return of the usual
+        traffic a storm on every series the feed carries. The run's
+        surprise is ``−ln P(0)`` summed over its buckets, ``ln(1 + φμ)/φ``
+        each under the negative binomial.
+        """
+        rows = self._rows(slots)
+        run = self.empty[rows] + np.log1p(phi * mu) / phi
+        run[x > 0.0] = 0.0
+        self.empty[rows] = run
+        return warm & (run >= GAP_SURPRISE)
 
     def _push_sums(self, t: float, slots: Slots, x: FloatArray, excursion: np.ndarray) -> None:
         """Records of the five-minute and one-hour sums ending with this bucket; the ring.

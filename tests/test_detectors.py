@@ -588,3 +588,29 @@ def test_a_holiday_and_the_day_after_page_nobody():
     # the quiet day lowered the level, and the ordinary days after it lift it back
     t = times[-1] + b
     assert det.expected(t) == pytest.approx(daily_mean(t, 40.0), rel=0.3)
+
+
+@pytest.mark.parametrize("start, hours", [(10, 8), (2, 8), (9, 12), (0, 24)])
+def test_mentions_coming_back_after_a_feed_outage_page_nobody(start, hours):
+    """Hours of empty buckets (the feed was down), then the usual traffic again.
+
+    The empty hours are a lasting drop the baseline adopts; the return to
+    what the series did the days before is not news (it alerted on every
+    brand the moment the feed came back, against records scaled down to
+    the empty hours).
+    """
+    rng = np.random.default_rng(16)
+    b = 60.0
+    times = T0 + b * np.arange(int(12 * DAY / b))
+    since = times - T0 - 8 * DAY
+    down = (since >= start * 3600) & (since < (start + hours) * 3600)
+    vol = nb_counts(rng, np.array([daily_mean(t, 40.0) for t in times]), 0.05)
+    vol[down] = 0.0
+    neg = rng.binomial(vol.astype(int), 0.12).astype(float)
+    for signal, xs, ns in (("volume", vol, None), ("negative_volume", neg, vol)):
+        det = registry.make(signal, bucket=b, warmup=DAY, min_volume=20)
+        scores = feed(det, times, xs, ns)
+        assert np.sum(scores >= BALANCED) == 0, signal
+    # and the level is back where it was
+    t = times[-1] + b
+    assert det.expected(t) == pytest.approx(0.12 * daily_mean(t, 40.0), rel=0.3)
