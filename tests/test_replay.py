@@ -145,3 +145,23 @@ def test_bad_csv_rows_are_counted_and_skipped_fractions_rounded(tmp_path):
     assert "Series_B.csv:3: 'abc' is not a number" in details
     (rounded,) = [e for e in logs if e["event"] == "replay_values_rounded"]
     assert (rounded["line"], rounded["value"]) == (7, 2.6)
+
+
+def test_the_feed_coming_back_after_an_outage_opens_no_incident(tmp_path):
+    """Eight hours without a single mention (the feed was down), then the usual traffic.
+
+    The empty buckets close as volume 0, as silence does; the count detectors
+    take a silence they find impossible for a gap in the feed, so the feed's
+    return is not a volume storm on every series.
+    """
+    down = (demo.START + 8 * demo.DAY + 10 * 3600, demo.START + 8 * demo.DAY + 18 * 3600)
+    path = tmp_path / "outage.jsonl"
+    with path.open("w") as fh:
+        for m in demo.mentions(seed=5, days=10, storm=None, traffic=demo.Traffic(peak=10.0)):
+            if not down[0] <= m["ts"] < down[1]:
+                fh.write(json.dumps(m) + "\n")
+    result = asyncio.run(backtest.replay([path], config.load(REPO / "config.yaml")))
+    assert result.stats.buckets >= 2 * (10 * 1440 - 5)  # the empty hours closed too
+    counts = [signal for signal, _ in result.stats.anomalies if "volume" in signal]
+    assert counts == [], result.stats.anomalies  # it was a critical volume storm
+    assert result.opened == []
