@@ -128,8 +128,7 @@ class Brand:
             }
         return demo.Storm(at=at, channel="twitter", texts=sc.texts or COMPLAINTS,
                           peak=sc.peak * self.intensity * self.traffic.peak, rise=sc.rise,
-                          decay=sc.decay,
-                          spark=spark)
+                          decay=sc.decay, spark=spark)
 
 
 def brands(peaks: Iterable[float], seeds: int, only: Iterable[str] = (),

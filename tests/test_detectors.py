@@ -594,10 +594,10 @@ def test_a_holiday_and_the_day_after_page_nobody():
 def test_mentions_coming_back_after_a_feed_outage_page_nobody(start, hours):
     """Hours of empty buckets (the feed was down), then the usual traffic again.
 
-    The empty hours are a lasting drop the baseline adopts; the return to
-    what the series did the days before is not news (it alerted on every
-    brand the moment the feed came back, against records scaled down to
-    the empty hours).
+    The model finds such a silence impossible and takes it for a gap in the
+    feed, not a drop to adopt; the return to what the series did the days
+    before is not news (it alerted on every brand the moment the feed came
+    back, against a level and records adopted from the empty hours).
     """
     rng = np.random.default_rng(16)
     b = 60.0
@@ -611,6 +611,6 @@ def test_mentions_coming_back_after_a_feed_outage_page_nobody(start, hours):
         det = registry.make(signal, bucket=b, warmup=DAY, min_volume=20)
         scores = feed(det, times, xs, ns)
         assert np.sum(scores >= BALANCED) == 0, signal
-    # and the level is back where it was
+    # and negative volume's (the last detector's) level is back where it was
     t = times[-1] + b
     assert det.expected(t) == pytest.approx(0.12 * daily_mean(t, 40.0), rel=0.3)
