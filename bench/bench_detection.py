@@ -50,7 +50,7 @@ SIGNALS = registry.SIGNALS
 
 def replay_nab(data: Path, out: Path) -> tuple[float, float, int]:
     """``crisisd replay --scores`` in-process: (wall seconds, detect seconds, buckets)."""
-    cfg = Config()
+    cfg = Config(state_dir=out / "state")  # the incidents' reports, not in the working directory
     start = time.perf_counter()
     result = asyncio.run(backtest.replay(sorted(data.glob("*.csv")), cfg, scores=out))
     return time.perf_counter() - start, result.stats.detect_seconds, result.stats.buckets

@@ -111,9 +111,13 @@ async def replay(
     """Run the pipeline over ``paths`` to the end and report what happened.
 
     The response side runs on an in-memory store unless one is given, so a
-    replay leaves nothing behind and never sees the live daemon's incidents;
-    it delivers only to targets marked ``test: true`` (a rehearsal: pages,
-    mails and posts of a backtest must reach no one).
+    replay never sees the live daemon's incidents; it delivers only to
+    targets marked ``test: true`` (a rehearsal: pages, mails and posts of a
+    backtest must reach no one). Its post-crisis reports and the test
+    targets' files go under ``cfg.state_dir``: pass a directory of the
+    backtest's own (``crisisd replay`` uses a temporary one unless told
+    ``--keep``), as a backtest of days the daemon saw live opens incidents
+    with the same ids as the real ones.
     ``only`` and ``drill`` are for ``crisisd drill`` (see ``assemble``).
     """
     decoder = Decoder(prefix=cfg.mqtt.prefix, max_payload=cfg.mqtt.max_payload)

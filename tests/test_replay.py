@@ -27,8 +27,9 @@ def demo_week(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def demo_result(demo_week):
-    return asyncio.run(backtest.replay([demo_week], config.Config()))
+def demo_result(demo_week, tmp_path_factory):
+    state = tmp_path_factory.mktemp("state")  # the reports, not in the working directory
+    return asyncio.run(backtest.replay([demo_week], config.Config(state_dir=state)))
 
 
 def test_demo_week_opens_one_incident_at_the_crisis(demo_result):
@@ -101,7 +102,7 @@ def test_bad_lines_are_counted_and_good_ones_kept(tmp_path):
         json.dumps({**good, "id": "4", "ts": 1767225650}),
     ]
     path.write_text("\n".join(lines) + "\n")
-    result = asyncio.run(backtest.replay([path], config.Config()))
+    result = asyncio.run(backtest.replay([path], config.Config(state_dir=tmp_path)))
     assert result.stats.mentions == 2
     assert result.invalid == {"bad_json": 1, "out_of_range": 1, "bad_timestamp": 1,
                               "missing_field": 1}
@@ -137,7 +138,7 @@ def test_bad_csv_rows_are_counted_and_skipped_fractions_rounded(tmp_path):
         "2015-02-26 22:15:00,5\n"
     )
     with structlog.testing.capture_logs() as logs:
-        result = asyncio.run(backtest.replay([data], config.Config()))
+        result = asyncio.run(backtest.replay([data], config.Config(state_dir=tmp_path)))
     assert result.invalid == {"wrong_type": 1, "bad_timestamp": 1, "out_of_range": 1,
                               "missing_field": 1}
     assert result.stats.metrics == 4  # every bucket with a number is kept
@@ -160,7 +161,8 @@ def test_the_feed_coming_back_after_an_outage_opens_no_incident(tmp_path):
         for m in demo.mentions(seed=5, days=10, storm=None, traffic=demo.Traffic(peak=10.0)):
             if not down[0] <= m["ts"] < down[1]:
                 fh.write(json.dumps(m) + "\n")
-    result = asyncio.run(backtest.replay([path], config.load(REPO / "config.yaml")))
+    cfg = config.load(REPO / "config.yaml").model_copy(update={"state_dir": tmp_path})
+    result = asyncio.run(backtest.replay([path], cfg))
     assert result.stats.buckets >= 2 * (10 * 1440 - 5)  # the empty hours closed too
     counts = [signal for signal, _ in result.stats.anomalies if "volume" in signal]
     assert counts == [], result.stats.anomalies  # it was a critical volume storm
