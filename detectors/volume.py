@@ -66,7 +66,11 @@ class SeasonalCountDetector(Bank):
     become the new normal); when a fast level stays ``shift_ratio`` away from
     the baseline for ``shift_after`` seconds the baseline jumps to it (a real
     permanent change is learnt within hours, and the records are carried
-    over to it, scaled by the change). The records get the same care: during
+    over to it, scaled by the change). A drop so adopted does not erase the
+    heights the series reached before it, within the record window: until
+    they have left it, a return to them (a feed thinned to a tenth for
+    hours, then whole again) is judged against the records as they were.
+    The records get the same care: during
     an excursion (an alert held, or buckets the seasonal model already finds
     past ``record_cap``) a sum enters them at most ``record_growth`` times
     what they held when it began, and the excursion is judged against those,
@@ -214,6 +218,7 @@ class SeasonalCountDetector(Bank):
         self.record_growth = record_growth
         self.k = max(1, round(HOUR / bucket))  # buckets in the one-hour sum
         self.k1 = max(1, round(300.0 / bucket))  # buckets in the five-minute sum
+        self.record_window = float(record_window)
         hours = max(1, round(record_window / HOUR))
         self.rec1: Records = self._part(Records(hours))  # five-minute sums
         self.rec_h: Records = self._part(Records(hours))  # one-hour sums
@@ -232,6 +237,10 @@ class SeasonalCountDetector(Bank):
         self._state("fast", 0.0)
         self._state("run", 0.0)
         self._state("empty", 0.0)  # −ln P(0) of the run of empty buckets under way
+        # the level changes adopted, multiplied, while each came within record_window of the
+        # last (the net change since the level the records were last at home with)
+        self._state("moved", 1.0)
+        self._state("moved_t", -math.inf)  # when the last of them was adopted
         self._state("last_hour", -1, dtype=np.int64)
         self._state("g_x", 0.0)  # EW Σ x and Σ n, for the share gate
         self._state("g_n", 0.0)
@@ -291,9 +300,10 @@ class SeasonalCountDetector(Bank):
             s, xd, a = slots[deep], x[deep], self.tail_index
             b1, bh = self.base1[s], self.base_h[s]
             sums = self.ring.sums(s)[:, 0]
-            p_rec = self.rec1.tail(s, sums[:, 0] + xd, a, self.k1, b1)
+            back = self._home(t, s)
+            p_rec = self.rec1.tail(s, (sums[:, 0] + xd) * back, a, self.k1, b1)
             if self.k > 1:
-                ph = self.rec_h.tail(s, sums[:, 1] + xd, a, self.k1, bh)
+                ph = self.rec_h.tail(s, (sums[:, 1] + xd) * back, a, self.k1, bh)
                 p_rec = 2.0 * np.minimum(p_rec, ph)
             p[deep] = np.maximum(p[deep], np.minimum(p_rec, self.record_cap))
         return season, dw, mu, phi, p
@@ -374,7 +384,7 @@ class SeasonalCountDetector(Bank):
         if np.count_nonzero(jump):  # a lasting change of level: adopt it, and scale the records
             num[jump] = fast[jump] * den[jump]
             run[jump] = 0.0
-            self._rescale(slots[jump], fast[jump] / lvl[jump])
+            self._rescale(t, slots[jump], fast[jump] / lvl[jump])
         self.run[rows] = run
         self.lvl_num[rows] = num
         learnt = np.count_nonzero(ok)
@@ -437,7 +447,26 @@ class SeasonalCountDetector(Bank):
             self.rec_h.push(slots, t, sh)
         self.ring.push(slots, x[:, None])
 
-    def _rescale(self, slots: Slots, ratio: FloatArray) -> None:
+    def _home(self, t: float, slots: Slots) -> FloatArray:
+        """Per slot, the factor that takes a sum back to the level before a recent drop.
+
+        A drop the level adopted scaled the records down with it, yet the
+        series did reach the old heights within the record window: a return
+        to them (a feed that was thinned to a tenth for hours, then whole
+        again) is judged against the records as they were, until those have
+        left the window. The changes multiply while each comes within the
+        window of the last (a burst the level took for a change, then its
+        end, nets out; counted from the first of them instead, a run cut
+        short forgot the rise before a fall, and took NAB's UPS back to
+        heights it had never held); 1 where the net change is not a drop.
+        (The return alerted on every series a thinned feed carries.)
+        """
+        rows = self._rows(slots)
+        d = self.moved[rows]
+        d[t - self.moved_t[rows] > self.record_window] = 1.0
+        return np.minimum(d, 1.0)
+
+    def _rescale(self, t: float, slots: Slots, ratio: FloatArray) -> None:
         """Carry the records over a lasting change of level by ``ratio``.
 
         Counts scale with the level, so the records of the new level are
@@ -446,7 +475,11 @@ class SeasonalCountDetector(Bank):
         ratio, as the excursion's own sums entered clipped. Without this,
         a level three times the old one re-alerted the next afternoon,
         against records the excursion had held at twice the old ones.
+        The change also joins the run that :meth:`_home` undoes.
         """
+        old = t - self.moved_t[slots] > self.record_window
+        self.moved_t[slots] = t
+        self.moved[slots] = np.where(old, 1.0, self.moved[slots]) * ratio
         for rec, base in ((self.rec1, self.base1), (self.rec_h, self.base_h)):
             cap = np.where(np.isnan(base[slots]), math.inf, base[slots] * ratio)
             rec.rescale(slots, ratio, cap)

@@ -590,6 +590,51 @@ def test_a_holiday_and_the_day_after_page_nobody():
     assert det.expected(t) == pytest.approx(daily_mean(t, 40.0), rel=0.3)
 
 
+@pytest.mark.parametrize("start, hours", [(10, 8), (2, 8), (9, 12), (6, 20)])
+def test_a_feed_thinned_to_a_tenth_for_hours_then_whole_again_pages_nobody(start, hours):
+    """A partial outage: for hours a tenth of the mentions arrive, then all of them again.
+
+    Unlike silence, a tenth is a level the series could have: the level
+    adopts it after six hours, and the records are scaled down with it. The
+    return to what the series did all week is then judged against the
+    records from before the drop (it alerted on volume and negative volume
+    at every shape, against records a tenth of the week's).
+    """
+    rng = np.random.default_rng(17)
+    b = 60.0
+    times = T0 + b * np.arange(int(12 * DAY / b))
+    since = times - T0 - 8 * DAY
+    thin = (since >= start * 3600) & (since < (start + hours) * 3600)
+    vol = nb_counts(rng, np.array([daily_mean(t, 40.0) for t in times]), 0.05)
+    vol[thin] = rng.binomial(vol[thin].astype(int), 0.1)
+    neg = rng.binomial(vol.astype(int), 0.12).astype(float)
+    for signal, xs, ns in (("volume", vol, None), ("negative_volume", neg, vol)):
+        det = registry.make(signal, bucket=b, warmup=DAY, min_volume=20)
+        scores = feed(det, times, xs, ns)
+        assert np.sum(scores >= BALANCED) == 0, signal
+
+
+def test_a_storm_after_a_lasting_drop_still_alerts():
+    """The level falls to a third for good. A storm past the old heights alerts at once;
+    a return to the old level alerts once those heights have left the record window."""
+    rng = np.random.default_rng(18)
+    b = 60.0
+    times = T0 + b * np.arange(int(16 * DAY / b))
+    day = (times - T0) // DAY
+    hour = (times % DAY) / 3600.0
+    means = np.array([daily_mean(t, 40.0) for t in times]) * np.where(day >= 6, 1 / 3, 1.0)
+    early = (day == 8) & (hour >= 14) & (hour < 16)  # two days after the drop
+    late = (day == 14) & (hour >= 14) & (hour < 16)  # the old heights are six days old
+    means[early] *= 3 * 3  # three times the old afternoon
+    means[late] *= 3  # the old afternoon again: three times the new one
+    vol = nb_counts(rng, means, 0.05)
+    det = registry.make("volume", bucket=b, warmup=DAY, min_volume=20)
+    scores = feed(det, times, vol)
+    alerts = scores >= BALANCED
+    assert alerts[early].any() and alerts[late].any()
+    assert np.sum(alerts & ~early & ~late) <= 1  # the drop itself is not news
+
+
 @pytest.mark.parametrize("start, hours", [(10, 8), (2, 8), (9, 12), (0, 24)])
 def test_mentions_coming_back_after_a_feed_outage_page_nobody(start, hours):
     """Hours of empty buckets (the feed was down), then the usual traffic again.
