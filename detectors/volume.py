@@ -457,14 +457,14 @@ class SeasonalCountDetector(Bank):
         left the window. The changes multiply while each comes within the
         window of the last (a burst the level took for a change, then its
         end, nets out; counted from the first of them instead, a run cut
-        short forgot the rise before a fall, and took NAB's UPS back to
-        heights it had never held); 1 where the net change is not a drop.
+        short forgot the rise before a fall, and masked two of NAB's UPS
+        windows at a six-day record window); 1 where the net change is not
+        a drop.
         (The return alerted on every series a thinned feed carries.)
         """
-        rows = self._rows(slots)
-        d = self.moved[rows]
-        d[t - self.moved_t[rows] > self.record_window] = 1.0
-        return np.minimum(d, 1.0)
+        rows = self._rows(slots)  # (a view when every slot: only read)
+        lately = t - self.moved_t[rows] <= self.record_window
+        return np.where(lately, np.minimum(self.moved[rows], 1.0), 1.0)
 
     def _rescale(self, t: float, slots: Slots, ratio: FloatArray) -> None:
         """Carry the records over a lasting change of level by ``ratio``.
