@@ -454,13 +454,13 @@ class SeasonalCountDetector(Bank):
         series did reach the old heights within the record window: a return
         to them (a feed that was thinned to a tenth for hours, then whole
         again) is judged against the records as they were, until those have
-        left the window. The changes multiply while each comes within the
-        window of the last (a burst the level took for a change, then its
-        end, nets out; counted from the first of them instead, a run cut
-        short forgot the rise before a fall, and masked two of NAB's UPS
-        windows at a six-day record window); 1 where the net change is not
-        a drop.
-        (The return alerted on every series a thinned feed carries.)
+        left the window (against the scaled-down ones, it alerted on every
+        series a thinned feed carries). The changes multiply while each
+        comes within the window of the last (a burst the level took for a
+        change, then its end, nets out; counted from the first of them
+        instead, a run cut short forgot the rise before a fall, and masked
+        two of NAB's UPS windows at a six-day record window); 1 where the
+        net change is not a drop.
         """
         rows = self._rows(slots)  # (a view when every slot: only read)
         lately = t - self.moved_t[rows] <= self.record_window
