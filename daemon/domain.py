@@ -97,6 +97,9 @@ class Bucket:
     such metrics carry no negative count.
     ``sentiment_n`` counts the mentions that carry a sentiment, so the mean is
     defined even when upstream metrics give volume without sentiment.
+    ``stamps`` are the upstream points' own timestamps (metric series only;
+    ``None`` when none came): a score file lines up one row per upstream row,
+    which a bucket of a series with gaps or jittered timestamps does not.
     """
 
     series: SeriesKey
@@ -113,6 +116,7 @@ class Bucket:
     samples: list[Sample] = field(default_factory=list)
     aggregated: bool = False
     negative_known: bool = True
+    stamps: list[float] | None = None
 
     @property
     def negative_share(self) -> float:

@@ -2,7 +2,12 @@
 
 ``crisisd replay --scores DIR`` writes ``DIR/<signal>/<series>.csv`` with
 ``timestamp,value,anomaly_score,alert``: one row per closed bucket in time
-order, the detector's calibrated score, and whether it alerted.
+order, the detector's calibrated score, and whether it alerted. A series fed
+by upstream rows (a CSV file) gets one row per upstream row instead, at the
+row's own timestamp, so the file lines up with the data row for row (NAB's
+scorer requires it): a bucket no row came in (a gap in a sensor's file) has
+no row, and two rows that shared a bucket share its score, the alert on the
+first.
 """
 
 from __future__ import annotations
@@ -36,10 +41,13 @@ class ScoreWriter:
         alert: bool,
     ) -> None:
         """Record one scored bucket (the detect stage's score sink)."""
-        stamp = _stamp(bucket.start)
-        self._rows[(signal, series.slug)].append(
-            (stamp, f"{value:.6g}", f"{score:.6f}", int(alert))
-        )
+        rows = self._rows[(signal, series.slug)]
+        shown, said = f"{value:.6g}", f"{score:.6f}"
+        if not bucket.aggregated:
+            rows.append((_stamp(bucket.start), shown, said, int(alert)))
+            return
+        for i, ts in enumerate(bucket.stamps or ()):
+            rows.append((_stamp(ts), shown, said, int(alert and i == 0)))
 
     def close(self) -> list[Path]:
         """Write the files; the paths written."""

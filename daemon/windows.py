@@ -9,7 +9,11 @@ first event and the watermark is emitted, with volume 0 when nothing came.
 
 Buckets are aligned to the epoch for mention series. A metric series that
 states its own spacing (a CSV file) is aligned to its first timestamp instead,
-so each upstream point is exactly one bucket and keeps its timestamp.
+and a point goes to the bucket whose start is nearest its timestamp, so each
+upstream point is one bucket even when the timestamps jitter (a sensor's
+row three minutes after the last, in a file of five-minute rows, is the next
+bucket's, not a second value in the last one's); the bucket keeps the
+point's own timestamp in ``stamps``.
 """
 
 from __future__ import annotations
@@ -90,7 +94,8 @@ class Windows:
         return state
 
     def _bucket(self, state: _Series, ts: float) -> Bucket | None:
-        start = state.offset + math.floor((ts - state.offset) / state.length) * state.length
+        at = (ts - state.offset) / state.length  # (aggregated: a series of its own spacing)
+        start = state.offset + (round(at) if state.aggregated else math.floor(at)) * state.length
         if start < state.next_start:
             if state.emitted or start + state.length <= self.watermark:
                 self.stats.late += 1
@@ -152,13 +157,23 @@ class Windows:
         return True
 
     def add_metric(self, p: MetricPoint) -> bool:
-        """Merge an upstream aggregate into its bucket."""
+        """Merge an upstream aggregate into its bucket.
+
+        Points of one bucket add up, except in a series of its own spacing:
+        there each row is a whole bucket, so rows that share one (a repeated
+        timestamp, as in one of NAB's ad-exchange files) are averaged when it
+        closes. Added up, a duplicated row was a spike of twice the level.
+        """
         key = SeriesKey(p.brand, p.channel)
         state = self._state(key, p.ts, p.interval)
         bucket = self._bucket(state, p.ts)
         if bucket is None:
             return False
         bucket.volume += p.volume
+        if bucket.stamps is None:
+            bucket.stamps = [p.ts]
+        else:
+            bucket.stamps.append(p.ts)
         if p.negative is None:
             state.negative_known = False
         else:
@@ -189,6 +204,10 @@ class Windows:
                     bucket = Bucket(state.key, start, start + state.length)
                 bucket.aggregated = state.aggregated
                 bucket.negative_known = state.negative_known
+                if state.aggregated and bucket.stamps and len(bucket.stamps) > 1:
+                    rows = len(bucket.stamps)  # rows of a series of its own spacing: averaged
+                    bucket.volume = round(bucket.volume / rows)
+                    bucket.negative = round(bucket.negative / rows)
                 closed.append(bucket)
                 state.next_start = start + state.length
                 state.emitted = True

@@ -124,6 +124,31 @@ def test_csv_replay_writes_nab_layout_scores(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["volume"]
 
 
+def test_csv_scores_line_up_row_for_row_despite_gaps_jitter_and_repeats(tmp_path):
+    """NAB's scorer needs one score row per data row: a sensor's file has gaps,
+    rows off its grid and repeated timestamps (NAB's traffic and ad-exchange files)."""
+    data = tmp_path / "Series_C.csv"
+    start = 1424986973
+    stamps = [start + 300 * i for i in range(600) if i % 50 != 7]  # a row missing now and then
+    stamps[100] += 170  # rows off the grid: the next bucket's, not the last's
+    stamps[300] -= 40
+    stamps.insert(520, stamps[520])  # a repeated timestamp ...
+    values = [10 + i % 7 for i in range(len(stamps))]
+    values[520] = values[521] = 400  # ... on a spike: one alert, on its first row
+    rows = [(time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t)), v)
+            for t, v in zip(stamps, values, strict=True)]
+    data.write_text("timestamp,value\n" + "".join(f"{t},{v}\n" for t, v in rows))
+    out = tmp_path / "out"
+    assert cli.main(["replay", str(data), "--scores", str(out)]) == 0
+    with (out / "volume" / "Series_C.csv").open() as fh:
+        got = list(csv.reader(fh))[1:]
+    assert [r[0] for r in got] == [t for t, _ in rows]
+    assert [r[1] for r in got[520:522]] == ["400", "400"]
+    assert [r[3] for r in got[519:523]] == ["0", "1", "0", "0"]
+    assert [got[i][1] for i in (99, 100, 299, 300)] == [str(values[i]) for i in (99, 100, 299, 300)]
+    # (each row off the grid in a bucket of its own, not added to its neighbour's)
+
+
 def test_bad_csv_rows_are_counted_and_skipped_fractions_rounded(tmp_path):
     data = tmp_path / "Series_B.csv"
     data.write_text(

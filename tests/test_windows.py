@@ -82,6 +82,19 @@ def test_metric_series_with_own_spacing_keep_their_timestamps():
     assert closed[0].series == SeriesKey("T", "")
 
 
+def test_rows_of_own_spacing_go_to_the_nearest_bucket_and_repeats_are_averaged():
+    w = windows(lateness=0)
+    rows = [(1000, 4), (1300, 6), (1480, 8),  # three minutes after the last: the next bucket's
+            (1900, 10), (1900, 20),  # a repeated timestamp: one bucket, the mean
+            (2500, 5)]  # no row at 2200: a bucket without one
+    for ts, v in rows:
+        w.add(MetricPoint(ts=ts, brand="T", channel="", volume=v, interval=300))
+    closed = w.advance() + w.flush()
+    assert [b.start for b in closed] == [1000, 1300, 1600, 1900, 2200, 2500]
+    assert [b.stamps for b in closed] == [[1000], [1300], [1480], [1900, 1900], None, [2500]]
+    assert [b.volume for b in closed] == [4, 6, 8, 15, 0, 5]
+
+
 def test_redelivered_mentions_count_once():
     w = windows(lateness=0)
     for _ in range(3):
