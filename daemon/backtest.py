@@ -122,7 +122,7 @@ async def replay(
     """
     decoder = Decoder(prefix=cfg.mqtt.prefix, max_payload=cfg.mqtt.max_payload)
     source = ReplaySource(paths, decoder)
-    writer = ScoreWriter(scores) if scores is not None else None
+    writer = ScoreWriter(scores, source.units) if scores is not None else None
     result = ReplayResult(PipelineStats(), decoder.invalid)
     pipeline, response = assemble(
         cfg,

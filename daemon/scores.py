@@ -7,7 +7,9 @@ by upstream rows (a CSV file) gets one row per upstream row instead, at the
 row's own timestamp, so the file lines up with the data row for row (NAB's
 scorer requires it): a bucket no row came in (a gap in a sensor's file) has
 no row, and two rows that shared a bucket share its score, the alert on the
-first.
+first. A CSV series of values that are not whole counts is replayed in a
+unit of its own (``sources.replay.unit_of``); its ``value`` column is in the
+file's terms again.
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ def _stamp(ts: float) -> str:
 class ScoreWriter:
     """Collects every scored bucket and writes one CSV per series and signal."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, units: dict[str, float] | None = None) -> None:
         self.directory = directory
+        self.units = {} if units is None else units  # read as the replay fills it in
         self._rows: dict[tuple[str, str], list[tuple[str, str, str, int]]] = defaultdict(list)
 
     def __call__(
@@ -41,7 +44,10 @@ class ScoreWriter:
         alert: bool,
     ) -> None:
         """Record one scored bucket (the detect stage's score sink)."""
-        rows = self._rows[(signal, series.slug)]
+        slug = series.slug
+        rows = self._rows[(signal, slug)]
+        if signal == "volume" and slug in self.units:
+            value *= self.units[slug]
         shown, said = f"{value:.6g}", f"{score:.6f}"
         if not bucket.aggregated:
             rows.append((_stamp(bucket.start), shown, said, int(alert)))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import math
+import random
 import time
 from pathlib import Path
 
@@ -149,7 +151,7 @@ def test_csv_scores_line_up_row_for_row_despite_gaps_jitter_and_repeats(tmp_path
     # (each row off the grid in a bucket of its own, not added to its neighbour's)
 
 
-def test_bad_csv_rows_are_counted_and_skipped_fractions_rounded(tmp_path):
+def test_bad_csv_rows_are_counted_and_skipped_fractions_scaled(tmp_path):
     data = tmp_path / "Series_B.csv"
     data.write_text(
         "timestamp,value\n"
@@ -158,8 +160,8 @@ def test_bad_csv_rows_are_counted_and_skipped_fractions_rounded(tmp_path):
         "yesterday,4\n"  # not a timestamp
         "2015-02-26 21:55:00,nan\n"  # not a count
         "2015-02-26 22:00:00\n"  # no value
-        "2015-02-26 22:05:00,2.6\n"  # rounded to 3, and said so
-        "2015-02-26 22:10:00,-2\n"  # kept as 0
+        "2015-02-26 22:05:00,2.6\n"  # not a whole count: the file replays in thousandths
+        "2015-02-26 22:10:00,-2\n"  # kept as 0, and said so
         "2015-02-26 22:15:00,5\n"
     )
     with structlog.testing.capture_logs() as logs:
@@ -169,8 +171,31 @@ def test_bad_csv_rows_are_counted_and_skipped_fractions_rounded(tmp_path):
     assert result.stats.metrics == 4  # every bucket with a number is kept
     details = [e.get("detail") for e in logs if e["event"] == "payload_rejected"]
     assert "Series_B.csv:3: 'abc' is not a number" in details
-    (rounded,) = [e for e in logs if e["event"] == "replay_values_rounded"]
-    assert (rounded["line"], rounded["value"]) == (7, 2.6)
+    (scaled,) = [e for e in logs if e["event"] == "replay_values_scaled"]
+    assert scaled["unit"] == 0.001  # the median of 3, 2.6 and 5 at 1,000 to 9,999
+    (clipped,) = [e for e in logs if e["event"] == "replay_values_clipped"]
+    assert (clipped["line"], clipped["value"]) == (8, -2.0)
+
+
+def test_a_measurement_replays_in_its_own_unit_and_its_spike_alerts(tmp_path):
+    """A cost per click of about 0.1 (NAB's ad-exchange files): rounded to whole
+    counts it was all zeros and nothing could alert; the score file shows the
+    file's own values."""
+    rng = random.Random(5)
+    data = tmp_path / "cpc.csv"
+    start = 1309478401  # 2011-07-01 00:00:01 UTC, hourly rows
+    values = [round(0.1 * (1.0 + 0.3 * math.sin(2 * math.pi * i / 24)) * rng.lognormvariate(0, 0.1),
+                    6) for i in range(24 * 21)]
+    values[24 * 18 + 5] = 0.45  # a night's price four times the day's
+    data.write_text("timestamp,value\n" + "".join(
+        f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(start + 3600 * i))},{v}\n"
+        for i, v in enumerate(values)))
+    out = tmp_path / "out"
+    assert cli.main(["replay", str(data), "--scores", str(out)]) == 0
+    with (out / "volume" / "cpc.csv").open() as fh:
+        got = list(csv.reader(fh))[1:]
+    assert [i for i, r in enumerate(got) if r[3] == "1"] == [24 * 18 + 5]
+    assert [float(r[1]) for r in got[:3]] == pytest.approx(values[:3], abs=1e-5)
 
 
 def test_the_feed_coming_back_after_an_outage_opens_no_incident(tmp_path):
