@@ -5,7 +5,10 @@ allowed lateness — passes its end; never on the wall clock, so replay and
 live produce the same buckets. An event whose bucket has already closed is
 late: counted and dropped; a redelivered duplicate is counted and ignored.
 Silence is data: every bucket between a series'
-first event and the watermark is emitted, with volume 0 when nothing came.
+first event and the watermark is emitted, with volume 0 when nothing came
+(a series of its own spacing, a file, up to its last row only: a file that
+ends before the others of its replay is over, not quiet for as long as they
+go on; NAB's files span 2011 to 2015).
 
 Buckets are aligned to the epoch for mention series. A metric series that
 states its own spacing (a CSV file) is aligned to its first timestamp instead,
@@ -40,6 +43,7 @@ class _Series:
     aggregated: bool = False
     negative_known: bool = True
     emitted: bool = False
+    last_end: float = -math.inf  # end of the latest point's bucket (metric series)
 
 
 @dataclass(slots=True)
@@ -170,6 +174,7 @@ class Windows:
         if bucket is None:
             return False
         bucket.volume += p.volume
+        state.last_end = max(state.last_end, bucket.end)
         if bucket.stamps is None:
             bucket.stamps = [p.ts]
         else:
@@ -196,7 +201,9 @@ class Windows:
         self.watermark = watermark
         closed: list[Bucket] = []
         for state in self._series.values():
-            while state.next_start + state.length <= watermark:
+            # a file is over after its last row, not quiet until the other files end
+            until = min(watermark, state.last_end) if state.aggregated else watermark
+            while state.next_start + state.length <= until:
                 start = state.next_start
                 bucket = state.open.pop(start, None)
                 state.ids.pop(start, None)

@@ -95,6 +95,22 @@ def test_rows_of_own_spacing_go_to_the_nearest_bucket_and_repeats_are_averaged()
     assert [b.volume for b in closed] == [4, 6, 8, 15, 0, 5]
 
 
+def test_a_file_is_over_after_its_last_row_not_quiet_while_the_others_go_on():
+    """Files of different years replay together (NAB's span 2011 to 2015): the
+    early one's buckets stop at its last row; a gap between rows is still zeros."""
+    w = windows(lateness=0)
+    early = [0, 300, 900]  # no row at 600: a bucket of 0, as silence is data
+    later = [10_000_000 + 300 * i for i in range(3)]
+    for ts in early:
+        w.add(MetricPoint(ts=ts, brand="A", channel="", volume=5, interval=300))
+    for ts in later:
+        w.add(MetricPoint(ts=ts, brand="B", channel="", volume=5, interval=300))
+    closed = w.advance() + w.flush()
+    assert [(b.series.brand, b.start, b.volume) for b in closed if b.series.brand == "A"] == [
+        ("A", 0, 5), ("A", 300, 5), ("A", 600, 0), ("A", 900, 5)]
+    assert len(closed) == 7
+
+
 def test_redelivered_mentions_count_once():
     w = windows(lateness=0)
     for _ in range(3):
