@@ -147,6 +147,26 @@ class Pipeline:
             event_time = min(event_time, self.wall())
         return event_time - self.cfg.windows.lateness
 
+    def meet_the_clock(self) -> None:
+        """Live, after a restore: start the windows again if their event time is ahead of the clock.
+
+        A snapshot saved before this host's clock was stepped back (or taken
+        from another host) holds a watermark the clock has not reached:
+        every mention stamped before it would be dropped as late until the
+        clock caught up, for as long as the step. More than one bucket
+        ahead, the windows start again at the clock and drop their open
+        buckets (a bucket's worth of mentions at most); the detectors keep
+        their baselines.
+        """
+        if self.wall is None:
+            return
+        ahead = self.windows.watermark + self.cfg.windows.lateness - self.wall()
+        if ahead > self.cfg.windows.bucket:
+            dropped = self.windows.restart()
+            log.warning("restored event time is ahead of this host's clock; the windows start "
+                        "again at the clock, the detectors keep their baselines",
+                        ahead_s=round(ahead), open_buckets_dropped=dropped)
+
     def advance(self, watermark: float) -> None:
         """Close the buckets the watermark passed and run them downstream."""
         for _ in self._ticks(self.windows.advance(watermark)):

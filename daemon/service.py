@@ -127,6 +127,7 @@ async def serve(cfg: Config, path: Path | None = None, notifier: Notifier | None
     snapshots.load(snapshot, pipeline.detect, pipeline.windows)
     journal = Journal(cfg.state_dir / JOURNAL)
     await _recover(pipeline, journal, snapshot)
+    pipeline.meet_the_clock()
     latency = metrics.DeliveryLatency()
     if response is not None:
         latency.attach(response.engine.outbox)

@@ -231,6 +231,19 @@ class Windows:
         )
         return self.advance(last)
 
+    def restart(self) -> int:
+        """Forget event time and the open buckets; the number of open buckets dropped.
+
+        Each series starts again with its next event (the detectors keep
+        their own state, by series). For a snapshot whose event time this
+        host's clock has not reached (see ``Pipeline.meet_the_clock``).
+        """
+        dropped = sum(len(s.open) for s in self._series.values())
+        self._series = {}
+        self.max_event_time = -math.inf
+        self.watermark = -math.inf
+        return dropped
+
     def snapshot(self) -> dict[str, object]:
         """The open windows and watermark, picklable (for detector snapshots)."""
         return {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from daemon import snapshots
 from daemon.clock import SimClock
 from daemon.config import Config
 from daemon.domain import Mention
@@ -45,3 +46,40 @@ async def test_live_a_fast_producer_clock_does_not_make_everyone_else_late():
     await pipeline.feed([mention(2, wall - 5), mention(3, wall - 70)])  # the others, on time
     assert pipeline.stats.late == 0
     pipeline.close()
+
+
+async def test_live_a_snapshot_ahead_of_the_clock_does_not_make_every_mention_late(tmp_path):
+    """The host's clock was stepped back a day after the snapshot was saved: the
+    restored watermark would have dropped a day of mentions as late. The windows
+    start again at the clock; the detectors keep what they learnt, and go on."""
+    wall = 1_800_000_000.0
+    before = Pipeline(Config(), SimClock())
+    before.wall = lambda: wall
+    await before.feed([mention(i, wall - 7200 + 30 * i) for i in range(240)])
+    await before.feed(Tick(wall))
+    path = tmp_path / "detectors.snapshot"
+    snapshots.save(path, before.detect, before.windows)
+    before.close()
+
+    for stepped_back, meet, late in ((86400.0, True, 0), (86400.0, False, 240)):
+        after = Pipeline(Config(), SimClock())
+        assert snapshots.load(path, after.detect, after.windows)
+        now = [wall - stepped_back]
+        after.wall = lambda now=now: now[0]
+        if meet:
+            after.meet_the_clock()
+        start = now[0]
+        for i in range(240):  # two hours of mentions, as the clock goes on
+            now[0] = start + 30 * i + 1
+            await after.feed([mention(1000 + i, start + 30 * i)])
+        assert after.stats.late == late
+        assert after.detect.series_count == 1  # the baselines were kept
+        assert (after.stats.buckets > 100) == meet  # two hours of buckets closed and scored
+        after.close()
+
+    small = Pipeline(Config(), SimClock())  # a step back within a bucket: nothing dropped
+    assert snapshots.load(path, small.detect, small.windows)
+    small.wall = lambda: wall - 30
+    small.meet_the_clock()
+    assert small.windows.watermark == before.windows.watermark
+    small.close()
