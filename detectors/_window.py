@@ -14,7 +14,39 @@ __all__ = ["HOUR", "Hold", "Records", "TailRate", "record_gate"]
 HOUR = 3600.0
 
 
-class Records(Bank):
+class _Hours(Bank):
+    """State kept in hourly blocks of event time, the same hours for every series.
+
+    Why a base: :class:`Records` and :class:`TailRate` both close an hour
+    per series when event time leaves it, into a ring of blocks, and skip
+    that work while every series is still in the hour. Only what a closed
+    hour becomes differs.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._state("pos", 0, dtype=np.intp)  # the next block to overwrite (the oldest)
+        self._state("hour", -1, dtype=np.int64)  # the open hour (−1: none yet)
+        self.oldest = -1  # the earliest open hour of any slot: a push in it rolls nothing
+
+    def add(self) -> int:
+        """A slot for one more series, with no hour open yet."""
+        self.oldest = -1
+        return super().add()
+
+    def _passed(self, slots: Slots, h: int) -> Slots:
+        """The slots whose open hour is not hour ``h`` (none while every slot is in it)."""
+        if h == self.oldest:
+            return slots[:0]
+        return slots[self.hour[self._rows(slots)] != h]
+
+    def _opened(self, slots: Slots, h: int) -> None:
+        """Hour ``h`` is open for ``slots`` (their last one is closed)."""
+        self.hour[slots] = h
+        self.oldest = int(self.hour[: self.size].min())
+
+
+class Records(_Hours):
     """Running maximum of a value over the last ``hours`` hours, per series.
 
     Kept as hourly block maxima (and counts): memory is ``hours`` pairs per
@@ -40,18 +72,10 @@ class Records(Bank):
         self.hours = int(hours)
         self._state("blocks", -math.inf, (self.hours,))  # closed hourly maxima
         self._state("counts", 0.0, (self.hours,))  # values pushed in each closed hour
-        self._state("pos", 0, dtype=np.intp)  # next block to overwrite
-        self._state("hour", -1, dtype=np.int64)  # the open hour (−1: none yet)
         self._state("cur", -math.inf)  # maximum of the open hour
         self._state("cur_n", 0.0)  # values pushed in the open hour
         self._state("past", -math.inf)  # maximum over the closed hours
         self._state("past_n", 0.0)  # values pushed in the closed hours
-        self.oldest = -1  # the earliest open hour of any slot: a push in it rolls nothing
-
-    def add(self) -> int:
-        """A slot for one more series, with no hour open yet."""
-        self.oldest = -1
-        return super().add()
 
     def peak(self, slots: Slots) -> FloatArray:
         """Maximum over the window (closed hours and the open one); −inf if empty.
@@ -71,10 +95,9 @@ class Records(Bank):
     def roll(self, slots: Slots, t: float) -> None:
         """Move the window on to event time ``t``: close every open hour that has passed."""
         h = int(t // HOUR)
-        if h == self.oldest:  # every slot is in this hour already: the usual push
+        r = self._passed(slots, h)
+        if not len(r):  # every slot is in this hour already: the usual push
             return
-        stale = self.hour[self._rows(slots)] != h
-        r = slots[stale]
         started = r[self.hour[r] >= 0]
         if len(started):
             p = self.pos[started]
@@ -86,10 +109,9 @@ class Records(Bank):
                 self.past[: self.size] = self.blocks[: self.size].max(axis=1)
             else:
                 self.past[started] = self.blocks[started].max(axis=1)
-        self.hour[r] = h
         self.cur[r] = -math.inf
         self.cur_n[r] = 0.0
-        self.oldest = int(self.hour[: self.size].min())
+        self._opened(r, h)
 
     def push(self, slots: Slots, t: float, x: FloatArray,
              mask: np.ndarray | None = None) -> None:
@@ -128,7 +150,7 @@ class Records(Bank):
         return p
 
 
-class TailRate(Bank):
+class TailRate(_Hours):
     """How fast a standardised value's upper tail falls beyond ``u``: peaks over a threshold.
 
     Why: beyond a series' record, the record test needs the rate at which a
@@ -175,16 +197,8 @@ class TailRate(Bank):
         self._state("total", 0.0)  # their weighted sum
         self._state("wait_n", 0.0, (self.delay,))  # closed hours not learnt yet
         self._state("wait_s", 0.0, (self.delay,))
-        self._state("pos", 0, dtype=np.intp)  # the oldest waiting hour
-        self._state("hour", -1, dtype=np.int64)  # the open hour (−1: none yet)
         self._state("cur_n", 0.0)  # excesses of the open hour
         self._state("cur_s", 0.0)
-        self.oldest = -1  # the earliest open hour of any slot: a push in it rolls nothing
-
-    def add(self) -> int:
-        """A slot for one more series, with no hour open yet."""
-        self.oldest = -1
-        return super().add()
 
     def rate(self, slots: Slots) -> FloatArray:
         """The tail's exponential rate per standard deviation beyond ``u``."""
@@ -195,7 +209,7 @@ class TailRate(Bank):
     def push(self, slots: Slots, t: float, z: FloatArray, mask: np.ndarray | None = None) -> None:
         """Add the excesses of ``z`` at event time ``t`` (only where ``mask``)."""
         h = int(t // HOUR)
-        stale = slots[self.hour[self._rows(slots)] != h] if h != self.oldest else slots[:0]
+        stale = self._passed(slots, h)
         if len(stale):  # an hour closed: it waits, and the oldest waiting one is learnt
             p = self.pos[stale]
             self.n[stale] = self.decay * self.n[stale] + self.wait_n[stale, p]
@@ -203,10 +217,9 @@ class TailRate(Bank):
             self.wait_n[stale, p] = self.cur_n[stale]
             self.wait_s[stale, p] = self.cur_s[stale]
             self.pos[stale] = (p + 1) % self.delay
-            self.hour[stale] = h
             self.cur_n[stale] = 0.0
             self.cur_s[stale] = 0.0
-            self.oldest = int(self.hour[: self.size].min())
+            self._opened(stale, h)
         if mask is not None:
             slots, z = slots[mask], z[mask]
         over = z > self.u
