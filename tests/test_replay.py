@@ -151,6 +151,21 @@ def test_csv_scores_line_up_row_for_row_despite_gaps_jitter_and_repeats(tmp_path
     # (each row off the grid in a bucket of its own, not added to its neighbour's)
 
 
+def test_csv_rows_out_of_time_order_are_replayed_in_time_order(tmp_path):
+    """A batch is 1,000 events: merged as it stood, a row more than a batch
+    out of place met a closed bucket and was dropped as late."""
+    data = tmp_path / "Series_D.csv"
+    stamps = [1424986973 + 300 * i for i in range(1500)]
+    order = list(range(1500))
+    order.insert(1200, order.pop(100))
+    data.write_text("timestamp,value\n" + "".join(
+        f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(stamps[i]))},5\n" for i in order))
+    with structlog.testing.capture_logs() as logs:
+        result = asyncio.run(backtest.replay([data], config.Config(state_dir=tmp_path)))
+    assert (result.stats.metrics, result.stats.late) == (1500, 0)
+    assert [e["event"] for e in logs].count("replay_rows_sorted") == 1
+
+
 def test_bad_csv_rows_are_counted_and_skipped_fractions_scaled(tmp_path):
     data = tmp_path / "Series_B.csv"
     data.write_text(

@@ -54,8 +54,9 @@ def read_csv(path: Path, decoder: Decoder,
     in a unit of its own, :func:`unit_of`, recorded in ``units`` under the
     series' name and logged: rounded to whole counts as they were, such
     values were all zeros and the series was dead to the detector. Negative
-    values count as 0, and are logged too. Every bucket with a number is
-    kept, so scores line up with the file's rows.
+    values count as 0, and are logged too. Rows out of time order are
+    sorted (and that is logged): merged into the stream as they stood, an
+    earlier row after a later one was dropped as late.
     """
     with path.open(newline="", encoding="utf-8") as fh:
         reader = csv.reader(fh)
@@ -66,6 +67,10 @@ def read_csv(path: Path, decoder: Decoder,
                                 for line, r in enumerate(reader, start=2) if r) if row]
     if not rows:
         return
+    if any(b[0] < a[0] for a, b in itertools.pairwise(rows)):
+        rows.sort(key=lambda row: row[0])  # stable: rows of one timestamp keep their order
+        log.warning("replay_rows_sorted", file=str(path),
+                    why="rows out of time order are replayed in time order")
     spacings = sorted(b[0] - a[0] for a, b in itertools.pairwise(rows[:1000]))
     interval = spacings[len(spacings) // 2] if spacings else 60.0
     brand = path.stem
