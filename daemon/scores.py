@@ -3,11 +3,11 @@
 ``crisisd replay --scores DIR`` writes ``DIR/<signal>/<series>.csv`` with
 ``timestamp,value,anomaly_score,alert``: one row per closed bucket in time
 order, the detector's calibrated score, and whether it alerted. A series fed
-by upstream rows (a CSV file) gets one row per upstream row instead, at the
-row's own timestamp, so the file lines up with the data row for row (NAB's
-scorer requires it): a bucket no row came in (a gap in a sensor's file) has
-no row, and two rows that shared a bucket share its score, the alert on the
-first. A CSV series of values that are not whole counts is replayed in a
+by upstream metrics (a CSV file's rows, metric objects) gets one row per
+upstream point instead, at the point's own timestamp, so a CSV's scores line
+up with its data row for row (NAB's scorer requires it): a bucket no point
+came in (a gap in a sensor's file) has no row, and two points that shared a
+bucket share its score, the alert on the first. A CSV series of values that are not whole counts is replayed in a
 unit of its own (``sources.replay.unit_of``); its ``value`` column is in the
 file's terms again.
 """

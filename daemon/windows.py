@@ -40,7 +40,8 @@ class _Series:
     next_start: float
     open: dict[float, Bucket] = field(default_factory=dict)
     ids: dict[float, set[str]] = field(default_factory=dict)
-    aggregated: bool = False
+    aggregated: bool = False  # fed by metric points, not mentions
+    own_spacing: bool = False  # a file's series: a row per bucket, at its own timestamps
     negative_known: bool = True
     emitted: bool = False
     last_end: float = -math.inf  # end of the latest point's bucket (metric series)
@@ -87,19 +88,21 @@ class Windows:
         """Number of series seen so far."""
         return len(self._series)
 
-    def _state(self, key: SeriesKey, ts: float, interval: float | None) -> _Series:
+    def _state(self, key: SeriesKey, ts: float, interval: float | None,
+               aggregated: bool) -> _Series:
         state = self._series.get(key)
         if state is None:
             length = interval or self.bucket
             offset = ts % length if interval else 0.0
             start = offset + math.floor((ts - offset) / length) * length
-            state = _Series(key, length, offset, start, aggregated=interval is not None)
+            state = _Series(key, length, offset, start, aggregated=aggregated,
+                            own_spacing=interval is not None)
             self._series[key] = state
         return state
 
     def _bucket(self, state: _Series, ts: float) -> Bucket | None:
-        at = (ts - state.offset) / state.length  # (aggregated: a series of its own spacing)
-        start = state.offset + (round(at) if state.aggregated else math.floor(at)) * state.length
+        at = (ts - state.offset) / state.length
+        start = state.offset + (round(at) if state.own_spacing else math.floor(at)) * state.length
         if start < state.next_start:
             if state.emitted or start + state.length <= self.watermark:
                 self.stats.late += 1
@@ -127,7 +130,7 @@ class Windows:
         from its own timestamp, so its duplicate always lands in the same one.
         """
         key = SeriesKey(m.brand, m.channel)
-        state = self._state(key, m.ts, None)
+        state = self._state(key, m.ts, None, aggregated=False)
         bucket = self._bucket(state, m.ts)
         if bucket is None:
             return False
@@ -169,7 +172,7 @@ class Windows:
         closes. Added up, a duplicated row was a spike of twice the level.
         """
         key = SeriesKey(p.brand, p.channel)
-        state = self._state(key, p.ts, p.interval)
+        state = self._state(key, p.ts, p.interval, aggregated=True)
         bucket = self._bucket(state, p.ts)
         if bucket is None:
             return False
@@ -202,7 +205,7 @@ class Windows:
         closed: list[Bucket] = []
         for state in self._series.values():
             # a file is over after its last row, not quiet until the other files end
-            until = min(watermark, state.last_end) if state.aggregated else watermark
+            until = min(watermark, state.last_end) if state.own_spacing else watermark
             while state.next_start + state.length <= until:
                 start = state.next_start
                 bucket = state.open.pop(start, None)
@@ -211,7 +214,7 @@ class Windows:
                     bucket = Bucket(state.key, start, start + state.length)
                 bucket.aggregated = state.aggregated
                 bucket.negative_known = state.negative_known
-                if state.aggregated and bucket.stamps and len(bucket.stamps) > 1:
+                if state.own_spacing and bucket.stamps and len(bucket.stamps) > 1:
                     rows = len(bucket.stamps)  # rows of a series of its own spacing: averaged
                     bucket.volume = round(bucket.volume / rows)
                     bucket.negative = round(bucket.negative / rows)

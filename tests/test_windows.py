@@ -82,6 +82,17 @@ def test_metric_series_with_own_spacing_keep_their_timestamps():
     assert closed[0].series == SeriesKey("T", "")
 
 
+def test_live_metric_points_add_up_in_epoch_buckets_and_mark_them_aggregated():
+    """Metrics from the broker (no spacing of their own) are aggregated series too:
+    the detect stage runs no negative, reach or term signal they cannot carry."""
+    w = windows(lateness=0)
+    for ts, v in ((61, 4), (90, 6), (150, 5)):  # two publishers in the first minute
+        w.add(MetricPoint(ts=ts, brand="T", channel="x", volume=v))
+    closed = w.advance() + w.flush()
+    assert [(b.start, b.volume) for b in closed] == [(60, 10), (120, 5)]
+    assert all(b.aggregated and not b.negative_known for b in closed)
+
+
 def test_rows_of_own_spacing_go_to_the_nearest_bucket_and_repeats_are_averaged():
     w = windows(lateness=0)
     rows = [(1000, 4), (1300, 6), (1480, 8),  # three minutes after the last: the next bucket's
