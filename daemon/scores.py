@@ -7,9 +7,10 @@ by upstream metrics (a CSV file's rows, metric objects) gets one row per
 upstream point instead, at the point's own timestamp, so a CSV's scores line
 up with its data row for row (NAB's scorer requires it): a bucket no point
 came in (a gap in a sensor's file) has no row, and two points that shared a
-bucket share its score, the alert on the first. A CSV series of values that are not whole counts is replayed in a
-unit of its own (``sources.replay.unit_of``); its ``value`` column is in the
-file's terms again.
+bucket share its score, the alert on the first. A CSV series of values that
+are not whole counts is replayed in a unit of its own
+(``sources.replay.unit_of``); its ``value`` column is in the file's terms
+again.
 """
 
 from __future__ import annotations
