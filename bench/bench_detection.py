@@ -259,7 +259,7 @@ def run_nab(data: Path, out: Path, thr: float) -> None:
 
 def run_other(data: Path, windows: Path, out: Path, thr: float) -> None:
     """NAB files of other kinds (``data/<category>/*.csv``, e.g. a checkout of NAB's data)
-    replayed together, as ``crisisd replay`` would, and scored per category at the preset.
+    replayed together, as ``crisisd replay`` would, and scored per file at the preset.
 
     Not shipped here, and not tuned on: a check that series unlike mention counts
     (costs per click, CPU loads, travel times; gaps, jitter, years apart) replay
