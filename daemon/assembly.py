@@ -8,22 +8,20 @@ crisisd still detects and opens incidents (one per brand), and says so.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import structlog
 
 from daemon.clock import Clock
 from daemon.config import Config
 from daemon.detect import ScoreSink
-from daemon.domain import Incident, TimelineEntry
+from daemon.engine import OnEntry
 from daemon.pipeline import Listener, Pipeline
 from daemon.playbook import playbook_files
 from daemon.response import Response
 from daemon.store import Store
 
 log = structlog.get_logger("crisisd.assembly")
-
-OnEntry = Callable[[Incident, TimelineEntry], None]
 
 
 def assemble(

@@ -821,7 +821,7 @@ class Engine:
             incident,
             at,
             "statement_drafted",
-            f"holding statement {st.sid} for {channel}:\n{text}",
+            f"holding statement {st.sid}{f' for {channel}' if channel else ''}:\n{text}",
             {"sid": st.sid, "channel": channel, "text": text, "sha256": st.sha256},
         )
         if approval == "auto" and text.startswith(TEMPLATE_ERROR):

@@ -30,13 +30,15 @@ Medium = Literal["text", "html", "mrkdwn"]
 # Shipped defaults; a file of the same name in ``playbooks/templates/`` wins.
 DEFAULTS: dict[str, str] = {
     "page": (
-        "[{{ incident.severity | upper }}] {{ brand }} crisis on {{ channel }}: "
+        "[{{ incident.severity | upper }}] {{ brand }} crisis"
+        "{% if channel %} on {{ channel }}{% endif %}: "
         "{{ incident.title }} — {{ figures.summary }}."
         "{% if role_of_recipient %} You are {{ role_of_recipient }}.{% endif %}"
     ),
     "incident-brief": (
         "Incident {{ incident.id }} ({{ incident.title }}) opened {{ incident.opened }}\n"
-        "Brand: {{ brand }}    Channel: {{ channel }}    Severity: {{ incident.severity }}\n"
+        "Brand: {{ brand }}    Channel: {{ channel or 'none' }}    "
+        "Severity: {{ incident.severity }}\n"
         "What we see: {{ figures.summary }}\n"
         "{% if why %}Why it alerted:\n{% for line in why %}  - {{ line }}\n{% endfor %}{% endif %}"
         "{% if top_terms %}Top terms: {{ top_terms | join(', ') }}\n{% endif %}"
@@ -56,7 +58,7 @@ DEFAULTS: dict[str, str] = {
     ),
     "approval-request": (
         "Approval needed within {{ deadline }} for the holding statement of {{ incident.id }} "
-        "to be posted on {{ channel }}:\n\n{{ statement }}\n\n"
+        "to be posted{% if channel %} on {{ channel }}{% endif %}:\n\n{{ statement }}\n\n"
         "Approve this exact text: crisisd incidents approve {{ incident.id }} "
         "{{ statement_id }} {{ sha256[:12] }}"
     ),

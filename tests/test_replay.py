@@ -17,6 +17,7 @@ from servers.http import HttpStub
 
 from daemon import backtest, cli, config, demo
 from daemon.domain import IncidentChange
+from daemon.sources.replay import ReplayError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -232,3 +233,37 @@ def test_the_feed_coming_back_after_an_outage_opens_no_incident(tmp_path):
     counts = [signal for signal, _ in result.stats.anomalies if "volume" in signal]
     assert counts == [], result.stats.anomalies  # it was a critical volume storm
     assert result.opened == []
+
+
+def test_a_csv_named_brand_at_channel_is_that_series_and_one_without_reads_well(tmp_path):
+    """``acme@twitter.csv`` is brand acme on twitter, as its score file is named,
+    so a backtest of exported counts matches and posts by channel; a file of no
+    channel pages "crisis: ...", not "crisis on : ..."."""
+    start = 1424986973
+    for name in ("acme@twitter", "Series_E"):
+        values = [10 + i % 7 for i in range(1500)]
+        values[1400] = 400
+        (tmp_path / f"{name}.csv").write_text("timestamp,value\n" + "".join(
+            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(start + 300 * i))},{v}\n"
+            for i, v in enumerate(values)))
+    cfg = config.load(REPO / "config.yaml").model_copy(update={"state_dir": tmp_path / "state"})
+    cfg = cfg.model_copy(update={"playbooks": cfg.playbooks.model_copy(
+        update={"dir": REPO / "playbooks"})})
+    said: list[str] = []
+    result = asyncio.run(backtest.replay(
+        sorted(tmp_path.glob("*.csv")), cfg, scores=tmp_path / "out",
+        on_entry=lambda incident, entry: said.append(entry.message)))
+    assert sorted(str(e.incident.origin) for e in result.opened) == ["Series_E", "acme/twitter"]
+    assert sorted(p.name for p in (tmp_path / "out" / "volume").iterdir()) == [
+        "Series_E.csv", "acme@twitter.csv"]
+    pages = [m for m in said if m.startswith("page to")]
+    assert any("acme crisis on twitter: " in m for m in pages), pages
+    assert any("Series_E crisis: " in m for m in pages), pages
+    assert not [m for m in said if " on :" in m or " for :" in m]
+
+
+def test_a_csv_whose_name_is_no_series_is_refused_with_the_rule(tmp_path):
+    data = tmp_path / "a@b@c.csv"
+    data.write_text("timestamp,value\n2015-02-26 21:40:00,3\n")
+    with pytest.raises(ReplayError, match="'brand@channel.csv'"):
+        asyncio.run(backtest.replay([data], config.Config(state_dir=tmp_path)))

@@ -57,7 +57,16 @@ def read_csv(path: Path, decoder: Decoder,
     values count as 0, and are logged too. Rows out of time order are
     sorted (and that is logged): merged into the stream as they stood, an
     earlier row after a later one was dropped as late.
+
+    The file's name is the series': ``acme@twitter.csv`` is brand ``acme``
+    on channel ``twitter`` (the name its score file gets back), so a backtest
+    of exported counts runs the playbooks that match that channel and posts
+    where they would; ``Twitter_volume_AAPL.csv`` is a brand of no channel.
     """
+    brand, _, channel = path.stem.partition("@")
+    if not brand or "@" in channel or any(c in path.stem for c in "/+#"):
+        raise ReplayError(f"{path}: a CSV is named after its series, 'brand.csv' or "
+                          f"'brand@channel.csv', without '/', '+' or '#'")
     with path.open(newline="", encoding="utf-8") as fh:
         reader = csv.reader(fh)
         header = [h.strip().lower() for h in next(reader, [])]
@@ -73,12 +82,11 @@ def read_csv(path: Path, decoder: Decoder,
                     why="rows out of time order are replayed in time order")
     spacings = sorted(b[0] - a[0] for a, b in itertools.pairwise(rows[:1000]))
     interval = spacings[len(spacings) // 2] if spacings else 60.0
-    brand = path.stem
     unit = 1.0
     if any(not v.is_integer() for _, v, _ in rows):
         unit = unit_of([v for _, v, _ in rows[:UNIT_ROWS]])
         if units is not None:
-            units[brand] = unit
+            units[path.stem] = unit  # the series' slug
         log.warning("replay_values_scaled", file=str(path), unit=unit,
                     why="the values are not whole counts: replayed as multiples of the unit")
     below = next(((line, v) for _, v, line in rows if v < 0.0), None)
@@ -86,7 +94,7 @@ def read_csv(path: Path, decoder: Decoder,
         log.warning("replay_values_clipped", file=str(path), line=below[0], value=below[1],
                     why="a value is a count of mentions: a negative one is replayed as 0")
     for ts, value, _ in rows:
-        yield MetricPoint(ts=ts, brand=brand, channel="", volume=max(0, round(value / unit)),
+        yield MetricPoint(ts=ts, brand=brand, channel=channel, volume=max(0, round(value / unit)),
                           interval=interval)
 
 
