@@ -14,13 +14,15 @@ Every brand gets one scenario on the same afternoon of a normal week:
 
 It prints one row per brand and a summary: crises caught, delay from the
 scenario's start to the incident (median and worst), the playbook chosen,
-and incidents opened on brands where nothing happened.
+incidents opened on brands where nothing happened, and the anomalies by
+signal and severity tier (those that opened no incident included).
 
 Usage::
 
     .venv/bin/python bench/bench_scenarios.py [--peaks 1,10,40] [--seeds 2] [--days 7]
     .venv/bin/python bench/bench_scenarios.py --scenarios normal --seeds 6 --days 15
     .venv/bin/python bench/bench_scenarios.py --intensity 0.5    # crises half as loud
+    .venv/bin/python bench/bench_scenarios.py --scenarios normal --start-day sat   # new brands
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from daemon.domain import IncidentChange  # noqa: E402
 
 DAY = demo.DAY
 HOUR = 3600.0
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 #: The slow drift of every brand's rate (see demo.Traffic): the log of NAB's ten
 #: Twitter series strays from its hour-of-week median by 0.18 to 0.60 (robust
 #: standard deviation), Poisson noise included; the smooth stream without it
@@ -196,13 +199,13 @@ class Outcome:
 
 def run(peaks: Iterable[float], seeds: int, days: float, start: float = demo.START,
         only: Iterable[str] = (), wander: float = WANDER, intensity: float = 1.0
-        ) -> tuple[list[Outcome], dict[str, float]]:
+        ) -> tuple[list[Outcome], dict[str, Any]]:
     """Generate, replay with the shipped configuration, and judge every brand."""
     bs = brands(peaks, seeds, only, wander, intensity)
     cfg = load_config(ROOT / "config.yaml")
     cfg = cfg.model_copy(update={"playbooks": cfg.playbooks.model_copy(
         update={"dir": ROOT / "playbooks"})})
-    figures: dict[str, float] = {"days": days}
+    figures: dict[str, Any] = {"days": days}
     with tempfile.TemporaryDirectory(prefix="crisisd-scenarios-") as tmp:
         path = Path(tmp) / "brands.jsonl"
         began = time.perf_counter()
@@ -216,6 +219,7 @@ def run(peaks: Iterable[float], seeds: int, days: float, start: float = demo.STA
         cfg = cfg.model_copy(update={"state_dir": Path(tmp) / "state"})
         result = asyncio.run(backtest.replay([path], cfg))
         figures["replay_s"] = result.seconds
+        figures["anomalies"] = result.stats.anomalies
     by_brand: dict[str, list[tuple[float, str, str]]] = {b.name: [] for b in bs}
     for e in result.events:
         if e.change == IncidentChange.OPENED:
@@ -226,7 +230,7 @@ def run(peaks: Iterable[float], seeds: int, days: float, start: float = demo.STA
     return outcomes, figures
 
 
-def report(outcomes: list[Outcome], figures: dict[str, float]) -> str:
+def report(outcomes: list[Outcome], figures: dict[str, Any]) -> str:
     """The per-brand table and the summary."""
     lines = [f"{'brand':<22} {'expect':<28} {'incidents (minutes after start, playbook, signals)'}"]
     for o in outcomes:
@@ -252,6 +256,9 @@ def report(outcomes: list[Outcome], figures: dict[str, float]) -> str:
             f"{sum(not o.ok for o in quiet)}/{len(quiet)} "
             f"({sum(len(o.incidents) for o in quiet)} incidents in "
             f"{len(quiet) * (figures['days'] - 1):.0f} brand-days after the warm-up)")
+    tiers = figures["anomalies"]
+    lines.append("anomalies (signal, tier): " + (", ".join(
+        f"{sig} {tier} {n}" for (sig, tier), n in sorted(tiers.items())) or "none"))
     if delays:
         lines.append(f"delay to the incident: median {statistics.median(delays):.0f} min, "
                      f"worst {max(delays):.0f} min")
@@ -265,6 +272,10 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=2,
                     help="brands per size and scenario (three traffic shapes, in turn)")
     ap.add_argument("--days", type=float, default=7.0)
+    ap.add_argument("--start-day", choices=WEEKDAYS, default="mon",
+                    help="the weekday the brands' streams (and the detectors) start on: "
+                         "a brand that starts on a weekend meets its first weekday "
+                         "before the detectors know the week")
     ap.add_argument("--scenarios", default="",
                     help="only these scenarios (comma-separated), e.g. normal for false pages")
     ap.add_argument("--wander", type=float, default=WANDER,
@@ -275,8 +286,9 @@ def main() -> None:
                          "(the influencer's one post is the same), e.g. 0.5 for smaller crises")
     args = ap.parse_args()
     only = [s for s in args.scenarios.split(",") if s]
+    start = demo.START + WEEKDAYS.index(args.start_day) * DAY  # demo.START is a Monday
     outcomes, figures = run([float(p) for p in args.peaks.split(",")], args.seeds, args.days,
-                            only=only, wander=args.wander, intensity=args.intensity)
+                            start=start, only=only, wander=args.wander, intensity=args.intensity)
     print(report(outcomes, figures))
 
 
