@@ -135,8 +135,14 @@ class SeasonalCountDetector(Bank):
     level_half_life, season_half_life, week_half_life, dispersion_half_life
         Memory of the seasonal model's parts.
     min_dispersion
-        Floor of ``phi`` (``Var = μ + φμ²``): real mention streams are never
-        Poisson, and a quiet stretch must not make the model overconfident.
+        Floor of ``phi`` (``Var = μ + φμ²``), a coefficient of variation of
+        1 %: it keeps the negative binomial defined, and is all. ``phi`` is
+        the series' own, learnt as a ratio of sums weighted by ``μ²`` (a
+        quiet stretch weighs little in it). A floor of 0.02 (14 %) never
+        bound on NAB's Twitter counts, at five minutes or summed to hours,
+        but it made a big brand's near-Poisson counts (300 per five
+        minutes) and a measurement with 2 % noise alert 25 times less often
+        than their threshold says, and blind to a rise of a quarter.
     clip_z
         Winsorising bound, in standard deviations above the expectation.
     slots
@@ -191,7 +197,7 @@ class SeasonalCountDetector(Bank):
         fast_half_life: float = HOUR,
         shift_ratio: float = 2.0,
         shift_after: float = 6 * HOUR,
-        min_dispersion: float = 0.02,
+        min_dispersion: float = 1e-4,
         clip_z: float = 3.0,
         slots: int = 24,
         min_count: float = 0.0,

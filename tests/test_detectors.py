@@ -187,6 +187,26 @@ def test_volume_calibration_on_stationary_traffic():
     assert np.sum(warm >= BALANCED) <= 1
 
 
+@pytest.mark.parametrize(("base", "phi"), [(300.0, 1e-9), (5000.0, 1e-4)])
+def test_volume_calibration_holds_where_the_noise_is_small(base, phi):
+    """A big brand's near-Poisson counts (about 300 mentions per five minutes at
+    its busiest hour) and a measurement with 2 % noise (a CSV of CPU loads or
+    temperatures in its own unit): calibrated by the noise the series has, not
+    by a floor of 14 % that made them 25 times too quiet and blind to a rise of
+    a quarter."""
+    times, means, xs = seasonal_stream(12, seed=3, base=base, phi=phi)
+    peak = int(10 * DAY / B) + int(15 * 3600 / B)  # the tenth day's busiest hour
+    xs[peak] = round(1.25 * means[peak])
+    det = make_volume()
+    scores = feed(det, times, xs)
+    warm = np.delete(scores, peak)[int(2 * DAY / B):]
+    for p in (0.1, 0.03):
+        rate = float(np.mean(warm >= 1 - p))
+        assert 0.5 * p <= rate <= 1.4 * p, (p, rate)
+    assert np.sum(warm >= BALANCED) <= 1
+    assert scores[peak] >= BALANCED
+
+
 def test_volume_low_counts_at_night_do_not_page():
     times, _means, xs = seasonal_stream(10, seed=4, base=2.0, phi=0.3)
     det = make_volume()
