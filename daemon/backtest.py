@@ -86,11 +86,13 @@ class ReplayResult:
         resolved = sum(1 for e in self.events if e.change == IncidentChange.RESOLVED)
         rate = (s.mentions + s.metrics) / self.seconds if self.seconds else 0.0
         invalid = sum(self.invalid.values())
+        opened = len(self.opened)
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.invalid.items()))
         return (
             f"replayed {s.mentions:,} mentions and {s.metrics:,} metric points "
             f"in {self.seconds:.2f} s ({rate:,.0f}/s): {s.buckets:,} buckets, "
-            f"{sum(s.anomalies.values()):,} anomalies, {len(self.opened)} incidents opened, "
+            f"{sum(s.anomalies.values()):,} anomalies, "
+            f"{opened} incident{'' if opened == 1 else 's'} opened, "
             f"{resolved} resolved; {s.late:,} late, {invalid:,} invalid"
             + (f" ({reasons})" if reasons else "")
         )
