@@ -77,9 +77,10 @@ def storm(playbook: Playbook, options: DrillOptions, at: float) -> demo.Storm:
     """
     words = storm_words(playbook)
     texts = [
-        (f"{{b}} {w} again?! This is unacceptable, {w} everywhere today", -0.8)
+        (f"{{b}} {w} again?! This is unacceptable, \"{w}\" everywhere today", -0.8)
         for w in words
-    ] + [(f"Is anyone at {{b}} dealing with the {w} reports? Worried.", -0.6) for w in words]
+    ] + [(f"\"{w.capitalize()}\" all over my feed. Is anyone at {{b}} on it? Worried.", -0.6)
+         for w in words]
     first = words[0] if words else "terrible service"
     spark = {
         "id": "drill-spark",
