@@ -141,8 +141,8 @@ class SeasonalCountDetector(Bank):
         quiet stretch weighs little in it). A floor of 0.02 (14 %) never
         bound on NAB's Twitter counts, at five minutes or summed to hours,
         but it made a big brand's near-Poisson counts (300 per five
-        minutes) and a measurement with 2 % noise alert 25 times less often
-        than their threshold says, and blind to a rise of a quarter.
+        minutes) alert 25 times less often than their threshold says and a
+        measurement with 2 % noise never, both blind to a rise of a quarter.
     clip_z
         Winsorising bound, in standard deviations above the expectation.
     slots

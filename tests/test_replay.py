@@ -263,7 +263,8 @@ def test_a_csv_named_brand_at_channel_is_that_series_and_one_without_reads_well(
 
 
 def test_a_csv_whose_name_is_no_series_is_refused_with_the_rule(tmp_path):
-    data = tmp_path / "a@b@c.csv"
-    data.write_text("timestamp,value\n2015-02-26 21:40:00,3\n")
-    with pytest.raises(ReplayError, match=r"'brand@channel\.csv'"):
-        asyncio.run(backtest.replay([data], config.Config(state_dir=tmp_path)))
+    for name in ("a@b@c.csv", "acme@.csv", "@twitter.csv", "acme#1.csv"):
+        data = tmp_path / name
+        data.write_text("timestamp,value\n2015-02-26 21:40:00,3\n")
+        with pytest.raises(ReplayError, match=r"'brand@channel\.csv'"):
+            asyncio.run(backtest.replay([data], config.Config(state_dir=tmp_path)))

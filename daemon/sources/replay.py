@@ -63,10 +63,10 @@ def read_csv(path: Path, decoder: Decoder,
     of exported counts runs the playbooks that match that channel and posts
     where they would; ``Twitter_volume_AAPL.csv`` is a brand of no channel.
     """
-    brand, _, channel = path.stem.partition("@")
-    if not brand or "@" in channel or any(c in path.stem for c in "/+#"):
+    brand, at, channel = path.stem.partition("@")
+    if not brand or (at and not channel) or "@" in channel or any(c in path.stem for c in "+#"):
         raise ReplayError(f"{path}: a CSV is named after its series, 'brand.csv' or "
-                          f"'brand@channel.csv', without '/', '+' or '#'")
+                          f"'brand@channel.csv', without '+' or '#'")
     with path.open(newline="", encoding="utf-8") as fh:
         reader = csv.reader(fh)
         header = [h.strip().lower() for h in next(reader, [])]
