@@ -182,9 +182,17 @@ def _classify(exc: msgspec.ValidationError) -> str:
 _NOT_A_LEVEL = re.compile(r"[/+#]")
 
 
+def is_series_name(name: str) -> bool:
+    """Whether ``name`` can be a brand or channel: a topic level (not empty, no ``/``, wildcards).
+
+    The one rule for every source: MQTT topics, replay records and CSV file names.
+    """
+    return bool(name) and _NOT_A_LEVEL.search(name) is None
+
+
 def _check_series(brand: str, channel: str) -> None:
     """Reject series names that cannot be a topic level (empty, ``/``, wildcards)."""
-    if not brand or not channel or _NOT_A_LEVEL.search(brand) or _NOT_A_LEVEL.search(channel):
+    if not (is_series_name(brand) and is_series_name(channel)):
         raise _Invalid(BAD_TOPIC, f"bad brand/channel {brand!r}/{channel!r}")
 
 

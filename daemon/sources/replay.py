@@ -24,7 +24,14 @@ from pathlib import Path
 
 import structlog
 
-from daemon.decode import BAD_TIMESTAMP, MISSING_FIELD, OUT_OF_RANGE, WRONG_TYPE, Decoder
+from daemon.decode import (
+    BAD_TIMESTAMP,
+    MISSING_FIELD,
+    OUT_OF_RANGE,
+    WRONG_TYPE,
+    Decoder,
+    is_series_name,
+)
 from daemon.domain import Event, MetricPoint
 from daemon.sources import SourceItem
 
@@ -64,7 +71,7 @@ def read_csv(path: Path, decoder: Decoder,
     where they would; ``Twitter_volume_AAPL.csv`` is a brand of no channel.
     """
     brand, at, channel = path.stem.partition("@")
-    if not brand or (at and not channel) or "@" in channel or any(c in path.stem for c in "+#"):
+    if not is_series_name(brand) or "@" in channel or (at and not is_series_name(channel)):
         raise ReplayError(f"{path}: a CSV is named after its series, 'brand.csv' or "
                           f"'brand@channel.csv', without '+' or '#'")
     with path.open(newline="", encoding="utf-8") as fh:
