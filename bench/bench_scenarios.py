@@ -257,8 +257,8 @@ def report(outcomes: list[Outcome], figures: dict[str, Any]) -> str:
             f"({sum(len(o.incidents) for o in quiet)} incidents in "
             f"{len(quiet) * (figures['days'] - 1):.0f} brand-days after the warm-up)")
     tiers = figures["anomalies"]
-    lines.append("anomalies (signal, tier): " + (", ".join(
-        f"{sig} {tier} {n}" for (sig, tier), n in sorted(tiers.items())) or "none"))
+    lines.append("anomalies (signal, tier, direction): " + (", ".join(
+        f"{sig} {tier} {way} {n}" for (sig, tier, way), n in sorted(tiers.items())) or "none"))
     if delays:
         lines.append(f"delay to the incident: median {statistics.median(delays):.0f} min, "
                      f"worst {max(delays):.0f} min")

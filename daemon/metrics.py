@@ -141,9 +141,11 @@ def render(
     w.metric("crisisd_buckets_closed_total", "counter",
              "Closed windows (one per series per bucket) run through the detectors.",
              stats.buckets)
-    w.metric("crisisd_anomalies_total", "counter", "Anomalies detected, by signal and severity.",
-             [({"signal": s, "severity": sev}, n)
-              for (s, sev), n in sorted(stats.anomalies.items())])
+    w.metric("crisisd_anomalies_total", "counter",
+             "Anomalies detected, by signal, severity and direction (volume down: the feed "
+             "or the brand gone quiet).",
+             [({"signal": s, "severity": sev, "direction": way}, n)
+              for (s, sev, way), n in sorted(stats.anomalies.items())])
     w.metric("crisisd_detector_seconds_total", "counter",
              "CPU seconds spent in detector updates (divide by buckets closed for the mean).",
              stats.detect_seconds)

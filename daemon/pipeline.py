@@ -48,7 +48,7 @@ class PipelineStats:
     metrics: int = 0
     late: int = 0
     buckets: int = 0
-    anomalies: Counter[tuple[str, str]] = field(default_factory=Counter)
+    anomalies: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # signal, tier, way
     last_event_wall: float = 0.0
     detect_seconds: float = 0.0
 
@@ -198,7 +198,8 @@ class Pipeline:
         self.stats.buckets += len(buckets)
         events: list[IncidentEvent] = []
         for anomaly in anomalies:
-            self.stats.anomalies[(anomaly.signal.split(":")[0], str(anomaly.severity))] += 1
+            way = "up" if anomaly.direction > 0 else "down"
+            self.stats.anomalies[(anomaly.signal.split(":")[0], str(anomaly.severity), way)] += 1
             log.info("anomaly", **anomaly_dict(anomaly))
             events.extend(self.incidents.observe(anomaly))
         events.extend(self.incidents.tick(end))

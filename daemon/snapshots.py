@@ -23,12 +23,12 @@ from daemon.windows import Windows
 
 log = structlog.get_logger("crisisd.snapshots")
 
-FORMAT = 9  # 2: detector banks per cadence; 3: severity escalation, the terms' lexicon window;
+FORMAT = 10  # 2: detector banks per cadence; 3: severity escalation, the terms' lexicon window;
 # 4: share and sentiment at three scales, records in standard deviations; 5: the hold keeps
 # what an excursion said while it lasts (share and sentiment escalate by tier too); 6: share
 # and sentiment learn each scale's tail rate; 7: counts tell a gap in the feed from quiet;
 # 8: counts remember the level changes they adopted within the record window; 9: open
-# buckets of metric series keep their rows' timestamps
+# buckets of metric series keep their rows' timestamps; 10: volume watches for falls
 FILENAME = "detectors.snapshot"
 
 

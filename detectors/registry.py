@@ -94,7 +94,7 @@ def make(signal: str, *, bucket: float, warmup: float, min_volume: int,
         counts = {**common, "escalate": tiers,
                   "record_cap": _spend(RECORD_CAP, _periods(signal, bucket))}
         if signal == "volume":
-            return SeasonalCountDetector(**counts)
+            return SeasonalCountDetector(**counts, falls=True)
         return SeasonalCountDetector(**counts, min_count=max(1, min_volume // 4),
                                      share_gate=True)
     if signal == "negative_share":
