@@ -201,6 +201,11 @@ class Pipeline:
             way = "up" if anomaly.direction > 0 else "down"
             self.stats.anomalies[(anomaly.signal.split(":")[0], str(anomaly.severity), way)] += 1
             log.info("anomaly", **anomaly_dict(anomaly))
+            if anomaly.signal == "volume" and anomaly.direction < 0:  # no crisis: say so here
+                log.warning("mentions fell far below their usual: is the feed down?",
+                            series=str(anomaly.series), observed=round(anomaly.observed, 1),
+                            expected=round(anomaly.expected, 1), seconds=anomaly.window,
+                            until=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(anomaly.end)))
             events.extend(self.incidents.observe(anomaly))
         events.extend(self.incidents.tick(end))
         for event in events:

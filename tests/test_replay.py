@@ -229,8 +229,13 @@ def test_the_feed_coming_back_after_an_outage_opens_no_incident(tmp_path):
             if not down[0] <= m["ts"] < down[1]:
                 fh.write(json.dumps(m) + "\n")
     cfg = config.load(REPO / "config.yaml").model_copy(update={"state_dir": tmp_path})
-    result = asyncio.run(backtest.replay([path], cfg))
+    with structlog.testing.capture_logs() as logs:
+        result = asyncio.run(backtest.replay([path], cfg))
     assert result.stats.buckets >= 2 * (10 * 1440 - 5)  # the empty hours closed too
+    # the operator hears of the silence: the hour's count against its expectation
+    fell = [e for e in logs if e["log_level"] == "warning" and "feed down" in e["event"]]
+    assert fell, [e["event"] for e in logs if e["log_level"] == "warning"]
+    assert all(e["seconds"] == 3600 and e["observed"] < e["expected"] / 2 for e in fell), fell
     counts = {(signal, way) for signal, _, way in result.stats.anomalies if "volume" in signal}
     assert counts == {("volume", "down")}, result.stats.anomalies  # a critical storm, once
     assert result.opened == []
