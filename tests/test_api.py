@@ -92,6 +92,7 @@ async def test_health_and_metrics(rig: Rig) -> None:
     assert doc["broker_connected"] is True and doc["incidents_open"] == 1
     assert isinstance(doc["outbox_backlog"], int)
     await rig.response.engine.outbox.deliver_due()
+    rig.pipeline.stats.anomalies[("volume", "low", "down")] += 1  # the feed gone quiet
     r = await rig.http.get("/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     text = r.text
@@ -102,7 +103,8 @@ async def test_health_and_metrics(rig: Rig) -> None:
                  'outcome="delivered"}', "crisisd_delivery_latency_seconds_bucket{le=\"+Inf\"}",
                  "crisisd_detector_seconds_total", "crisisd_outbox_backlog",
                  "crisisd_mqtt_connected 1", "crisisd_mqtt_backlog 3",
-                 "crisisd_mqtt_acked_early_total 2"):
+                 "crisisd_mqtt_acked_early_total 2",
+                 'crisisd_anomalies_total{signal="volume",severity="low",direction="down"} 1'):
         assert name in text, name
     # Every sample line is `name{labels} value` with a number, every family has TYPE.
     for line in text.splitlines():
