@@ -255,7 +255,7 @@ class SeasonalCountDetector(Bank):
             self.rec_fall: Records = self._part(Records(hours))  # hourly deficits, in sd
             self._state("base_fall", math.nan)  # the deficit records when a fall began
             self.fall_periods = max(self.bucket / 300.0, 1.0)  # five-minute periods a bucket
-            # EW Σ (S − M)² and Σ V of the hours (winsorised above): how much more the hour
+            # EW Σ (S − M)² (winsorised) and Σ V of the hours: how much more the hour
             # varies than its buckets would if they were independent
             self._state("h_num", 0.0)
             self._state("h_den", 0.0)
@@ -405,16 +405,17 @@ class SeasonalCountDetector(Bank):
             quiet |= (n > 1.0) & (g_n > 0.0) & (x * g_n <= n * self.g_x[rows])
         score[quiet] = 0.0
         said = 1.0 - score  # what was said of a rise (1: nothing), for the hold's tiers
-        if fall is not None:
-            said[fall < rise] = 1.0
-        self._keep(t, slots, x, n, (*ev, said))
+        fell = None if fall is None else fall < rise  # where a fall decided the score
+        if fell is not None:
+            said[fell] = 1.0
+        self._keep(t, slots, x, n, (*ev, said, fell))
         return score
 
     def learn(self, t: float, slots: Slots, x: FloatArray, n: FloatArray) -> None:
         """Update the seasonal model, the records and the excursion hold."""
         ev = self._kept(t, slots, x, n)
-        s, dw, mu, phi, p, p_fall, pooled, said = (
-            ev if ev is not None else (*self._evaluate(t, slots, x), None))
+        s, dw, mu, phi, p, p_fall, pooled, said, _ = (
+            ev if ev is not None else (*self._evaluate(t, slots, x), None, None))
         rows = self._rows(slots)  # (views below are only read, or written back whole)
         den = self.lvl_den[rows]
         num = self.lvl_num[rows]
@@ -513,7 +514,7 @@ class SeasonalCountDetector(Bank):
 
     def _learn_falls(self, t: float, slots: Slots, hour: tuple[FloatArray, ...],
                      warm: np.ndarray) -> None:
-        """The hour's spread and deficit records, and the ring of the buckets' moments.
+        """Learn the hour's spread and the deficit records (the ring is pushed with the sums).
 
         The hour's variance beyond its buckets' is learnt from deviations
         winsorised at ``clip_z`` both ways (an outage is not the spread of
@@ -678,7 +679,7 @@ class SeasonalCountDetector(Bank):
         if scored is None or not self.falls:
             return self.band(t, p, slot)
         i, ev = scored
-        if ev[5][i] >= ev[4][i]:
+        if not ev[8][i]:
             return self.band(t, p, slot)
         m, v, xs, _ = (float(a[i]) for a in ev[6])
         phi = max((v - m) / (m * m), self.min_dispersion)
