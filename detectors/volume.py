@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
@@ -30,6 +31,23 @@ GAP_SURPRISE = -math.log(1e-9)
 #: its tail is tested, and its deficit enters the records only so far.
 FALL_Z = 2.5
 WEEK_OFFSET_DAYS = 3  # 1970-01-01 was a Thursday: (days + 3) % 7 == 0 on Mondays
+
+
+class _Evaluation(NamedTuple):
+    """What scoring a bucket found, kept for ``learn`` (and ``evidence``) to reuse.
+
+    ``hour`` is the hour's expected count, its variance, its count and the
+    variance of independent buckets (:meth:`SeasonalCountDetector._hour`);
+    it and ``p_fall`` are None without falls.
+    """
+
+    season: FloatArray
+    weekday: FloatArray
+    mu: FloatArray
+    phi: FloatArray
+    p: FloatArray
+    p_fall: FloatArray | None
+    hour: tuple[FloatArray, ...] | None
 
 
 class SeasonalCountDetector(Bank):
@@ -323,7 +341,7 @@ class SeasonalCountDetector(Bank):
         return self.n[self._rows(slots)] * self.bucket >= self.warmup
 
     # -- scoring -----------------------------------------------------------
-    def _evaluate(self, t: float, slots: Slots, x: FloatArray) -> tuple:
+    def _evaluate(self, t: float, slots: Slots, x: FloatArray) -> _Evaluation:
         self.rec1.roll(slots, t)
         self.rec_h.roll(slots, t)
         season, dw = self._season(t, slots)
@@ -343,9 +361,9 @@ class SeasonalCountDetector(Bank):
                 p_rec = 2.0 * np.minimum(p_rec, ph)
             p[deep] = np.maximum(p[deep], np.minimum(p_rec, self.record_cap))
         if not self.falls:
-            return season, dw, mu, phi, p, None, None
+            return _Evaluation(season, dw, mu, phi, p, None, None)
         hour = self._hour(slots, x, mu, phi)
-        return season, dw, mu, phi, p, self._fall_tail(t, slots, hour), hour
+        return _Evaluation(season, dw, mu, phi, p, self._fall_tail(t, slots, hour), hour)
 
     def _fall_tail(self, t: float, slots: Slots,
                    hour: tuple[FloatArray, ...]) -> FloatArray:
@@ -391,10 +409,10 @@ class SeasonalCountDetector(Bank):
     def score(self, t: float, slots: Slots, x: FloatArray, n: FloatArray) -> FloatArray:
         """``1 − p`` of each ``x``, conditional on any excursion in progress; 0 if cold."""
         ev = self._evaluate(t, slots, x)
-        rise = self.hold.gate(slots, t, ev[4])
+        rise = self.hold.gate(slots, t, ev.p)
         fall = None
         if self.hold_fall is not None:  # once per excursion: no playbook acts on a fall
-            fall = np.where(self.hold_fall.held(slots, t), 1.0, np.maximum(ev[5], P_FLOOR))
+            fall = np.where(self.hold_fall.held(slots, t), 1.0, np.maximum(ev.p_fall, P_FLOOR))
         score = 1.0 - np.maximum(rise if fall is None else np.minimum(rise, fall), P_FLOOR)
         quiet = ~self.is_warm(slots)
         if self.min_count > 0.0:
@@ -408,14 +426,14 @@ class SeasonalCountDetector(Bank):
         fell = None if fall is None else fall < rise  # where a fall decided the score
         if fell is not None:
             said[fell] = 1.0
-        self._keep(t, slots, x, n, (*ev, said, fell))
+        self._keep(t, slots, x, n, (ev, said, fell))
         return score
 
     def learn(self, t: float, slots: Slots, x: FloatArray, n: FloatArray) -> None:
         """Update the seasonal model, the records and the excursion hold."""
-        ev = self._kept(t, slots, x, n)
-        s, dw, mu, phi, p, p_fall, pooled, said, _ = (
-            ev if ev is not None else (*self._evaluate(t, slots, x), None, None))
+        kept = self._kept(t, slots, x, n)
+        ev, said, _ = kept if kept is not None else (self._evaluate(t, slots, x), None, None)
+        s, dw, mu, phi, p, p_fall, pooled = ev
         rows = self._rows(slots)  # (views below are only read, or written back whole)
         den = self.lvl_den[rows]
         num = self.lvl_num[rows]
@@ -678,10 +696,10 @@ class SeasonalCountDetector(Bank):
         scored = self._scored(t, slot)
         if scored is None or not self.falls:
             return self.band(t, p, slot)
-        i, ev = scored
-        if not ev[8][i]:
+        i, (ev, _, fell) = scored
+        if not fell[i]:
             return self.band(t, p, slot)
-        m, v, xs, _ = (float(a[i]) for a in ev[6])
+        m, v, xs, _ = (float(a[i]) for a in ev.hour)
         phi = max((v - m) / (m * m), self.min_dispersion)
         return Band(expected=m, low=min(nb_quantile(1.0 - p, m, phi), m),
                     high=nb_quantile(p, m, phi), observed=xs, window=self.k * self.bucket)
