@@ -8,6 +8,7 @@ from typing import NamedTuple
 import numpy as np
 
 from detectors._ring import Ring
+from detectors._shortfall import Shortfall
 from detectors._stats import (
     P_FLOOR,
     ew_alpha,
@@ -15,7 +16,7 @@ from detectors._stats import (
     nb_upper_midp,
     normal_sf,
 )
-from detectors._window import HOUR, Hold, Records, record_gate
+from detectors._window import HOUR, Hold, Records
 from detectors.base import Band, Bank, FloatArray, Slots
 
 __all__ = ["RECORD_CAP", "SeasonalCountDetector"]
@@ -27,9 +28,6 @@ RECORD_CAP = 1e-2
 #: −ln of the chance, under the model, of a run of empty buckets past which the
 #: silence is taken for the feed's, not the series' own (one in a billion).
 GAP_SURPRISE = -math.log(1e-9)
-#: An hour this many standard deviations short of its expectation is a fall in the making:
-#: its tail is tested, and its deficit enters the records only so far.
-FALL_Z = 2.5
 WEEK_OFFSET_DAYS = 3  # 1970-01-01 was a Thursday: (days + 3) % 7 == 0 on Mondays
 
 
@@ -107,7 +105,7 @@ class SeasonalCountDetector(Bank):
     one, two hours of zeros at 85 tweets per five minutes).
 
     With ``falls``, an hour short of its mentions is news too (the feed
-    or the series gone quiet: see :meth:`_fall_tail`), scored by its own
+    or the series gone quiet: see :class:`detectors._shortfall.Shortfall`), scored by its own
     tail probability, doubled for the second direction, when that is below
     ``record_cap`` and the rise's is not smaller. It is reported once per
     excursion, held on its own so an outage does not mute the storm after
@@ -264,19 +262,14 @@ class SeasonalCountDetector(Bank):
         self.rec_h: Records = self._part(Records(hours))  # one-hour sums
         self.hold: Hold = self._part(Hold(hold=hold, hold_p=hold_p, conditional=True,
                                           escalate=escalate))
-        self.falls = falls
         # falls are held on their own (an outage must not mute the storm after it) and
         # judged over the hour: the expectations and variances of its last buckets
-        self.hold_fall: Hold | None = None
+        self.shortfall: Shortfall | None = None
         if falls:
-            self.hold_fall = self._part(Hold(hold=hold, hold_p=hold_p))
-            self.rec_fall: Records = self._part(Records(hours))  # hourly deficits, in sd
-            self._state("base_fall", math.nan)  # the deficit records when a fall began
-            self.fall_periods = max(self.bucket / 300.0, 1.0)  # five-minute periods a bucket
-            # EW Σ (S − M)² (winsorised) and Σ V of the hours: how much more the hour
-            # varies than its buckets would if they were independent
-            self._state("h_num", 0.0)
-            self._state("h_den", 0.0)
+            self.shortfall = self._part(Shortfall(
+                hours=hours, hold=hold, hold_p=hold_p, record_cap=record_cap,
+                per_hour=self.k, periods=max(self.bucket / 300.0, 1.0), clip_z=clip_z,
+                alpha=self.a_disp, min_dispersion=min_dispersion))
         # seasonal model, per series
         self._state("n", 0.0)  # buckets learnt
         self._state("lvl_num", 0.0)  # EW Σ x      (level = lvl_num / lvl_den)
@@ -360,59 +353,16 @@ class SeasonalCountDetector(Bank):
                 ph = self.rec_h.tail(s, (sums[:, 1] + xd) * back, a, self.k1, bh)
                 p_rec = 2.0 * np.minimum(p_rec, ph)
             p[deep] = np.maximum(p[deep], np.minimum(p_rec, self.record_cap))
-        if not self.falls:
+        if self.shortfall is None:
             return _Evaluation(season, dw, mu, phi, p, None, None)
         hour = self._hour(slots, x, mu, phi)
-        return _Evaluation(season, dw, mu, phi, p, self._fall_tail(t, slots, hour), hour)
-
-    def _fall_tail(self, t: float, slots: Slots,
-                   hour: tuple[FloatArray, ...]) -> FloatArray:
-        """Tail probability of each hour's count ending with this bucket, from below.
-
-        Over the hour, not the bucket: a bucket the feed delivered half of
-        is a hiccup (NAB's Amazon counts have a few, 5 where 50 were due),
-        an hour short of its mentions is the feed or the series gone quiet,
-        and a fall to two thirds is seen at all. The hour's count is taken
-        as negative binomial with its expectation and variance (see
-        :meth:`_hour`); its lower mid-p tail is doubled, as two directions
-        are tested. As for rises, down to ``record_cap`` that is all, and
-        deeper the hour's deficit (in standard deviations) must also beat
-        the deficits of the record window (:func:`record_gate`, at rate 1
-        per standard deviation): the daily profile is a chord of the true
-        curve, too high near a trough by a little every night, and at an
-        hour's count of a series with little noise that little is several
-        standard deviations (a 2 % measurement alerted four times in ten
-        normal days without the records). 1 where the hour is not short.
-
-        The test is one chance an hour at any bucket length, and a preset
-        is spent per five-minute period (``registry.threshold_at``): a
-        bucket longer than five minutes multiplies ``p`` by the periods it
-        spans, which leaves a fall as hard to report in hourly counts as in
-        five-minute ones (spent as the threshold is, an hourly bucket
-        reported a fall at every five-day record deficit).
-        """
-        m, v, xs, _ = hour
-        p = np.ones_like(m)
-        self.rec_fall.roll(slots, t)
-        z = (m - xs) / np.sqrt(v)
-        low = np.flatnonzero(z > FALL_Z)
-        if len(low):
-            ml = m[low]
-            ph = np.maximum((v[low] - ml) / (ml * ml), self.min_dispersion)
-            pm = 2.0 * (1.0 - nb_upper_midp(xs[low], ml, ph))
-            per = self.fall_periods
-            p[low] = per * record_gate(pm, z[low], self.rec_fall, slots[low],
-                                       self.record_cap / per, float(self.k))
-        p[p >= self.record_cap] = 1.0
-        return p
+        return _Evaluation(season, dw, mu, phi, p, self.shortfall.tail(t, slots, *hour[:3]), hour)
 
     def score(self, t: float, slots: Slots, x: FloatArray, n: FloatArray) -> FloatArray:
         """``1 − p`` of each ``x``, conditional on any excursion in progress; 0 if cold."""
         ev = self._evaluate(t, slots, x)
         rise = self.hold.gate(slots, t, ev.p)
-        fall = None
-        if self.hold_fall is not None:  # once per excursion: no playbook acts on a fall
-            fall = np.where(self.hold_fall.held(slots, t), 1.0, np.maximum(ev.p_fall, P_FLOOR))
+        fall = None if self.shortfall is None else self.shortfall.gate(slots, t, ev.p_fall)
         score = 1.0 - np.maximum(rise if fall is None else np.minimum(rise, fall), P_FLOOR)
         quiet = ~self.is_warm(slots)
         if self.min_count > 0.0:
@@ -448,15 +398,14 @@ class SeasonalCountDetector(Bank):
             self.g_n[g] += a * (n[some] - self.g_n[g])
         excursion = self.hold.excursion(slots, t, p) | (p < self.record_cap)
         self._push_sums(t, slots, x, warm & excursion,
-                        np.stack((x, mu, mu + phi * mu * mu), axis=1) if self.falls else x[:, None])
-        if self.falls:
-            self._learn_falls(t, slots, pooled, warm)
+                        x[:, None] if self.shortfall is None
+                        else np.stack((x, mu, mu + phi * mu * mu), axis=1))
+        if self.shortfall is not None:
+            m, _, xs, summed = pooled
+            self.shortfall.learn(t, slots, m, summed, xs, p_fall, warm)
         p = p.copy()
         p[~warm] = 1.0
         self.hold.push(slots, t, p, said)
-        if self.hold_fall is not None:
-            p_fall[~warm] = 1.0
-            self.hold_fall.push(slots, t, p_fall)
         gap = self._gap(slots, x, mu, phi, warm)
         if np.count_nonzero(gap):  # the feed is down, not the series quiet: nothing to learn
             on = ~gap
@@ -530,51 +479,10 @@ class SeasonalCountDetector(Bank):
         self.empty[rows] = run
         return warm & (run >= GAP_SURPRISE)
 
-    def _learn_falls(self, t: float, slots: Slots, hour: tuple[FloatArray, ...],
-                     warm: np.ndarray) -> None:
-        """Learn the hour's spread and the deficit records (the ring is pushed with the sums).
-
-        The hour's variance beyond its buckets' is learnt from deviations
-        winsorised at ``clip_z`` both ways (an outage is not the spread of
-        ordinary hours). The deficit records are those of every warm hour,
-        but during a fall a deficit enters them at most one standard
-        deviation past the records when it began: a fall does not mask
-        itself, yet a deficit the model makes every night (its daily
-        profile is a chord of the true curve near a trough) walks the
-        records up to it within a few nights.
-        """
-        m, v, xs, summed = hour
-        rows = self._rows(slots)
-        sd = np.sqrt(v)
-        d = np.clip(xs - m, -self.clip_z * sd, self.clip_z * sd)
-        a = np.where(warm, self.a_disp, 0.0)
-        self.h_num[rows] += a * (d * d - self.h_num[rows])
-        self.h_den[rows] += a * (summed - self.h_den[rows])
-        z = (m - xs) / sd
-        fall = warm & ((z > FALL_Z) | self.hold_fall.held(slots, t))
-        if np.count_nonzero(fall):
-            base = self.base_fall[slots]  # (a copy: written back once)
-            start = fall & np.isnan(base)
-            if np.count_nonzero(start):
-                base[start] = np.maximum(self.rec_fall.peak(slots[start]), FALL_Z)
-            base[~fall] = math.nan
-            self.base_fall[rows] = base
-            z = np.where(fall, np.minimum(z, base + 1.0), z)
-        else:
-            self.base_fall[rows] = math.nan
-        self.rec_fall.push(slots, t, z, warm)
-
-    def _inflation(self, slots: Slots) -> FloatArray:
-        """How many times its buckets' summed variances an hour's count varies (≥ 1).
-
-        Buckets of one hour are not independent (a quiet Sunday is quiet
-        all day): with the summed variances alone, a hundredth of Apple's
-        ordinary hours fell past 1e-3 (432 false rows on NAB's Twitter
-        counts).
-        """
-        rows = self._rows(slots)
-        den = self.h_den[rows]
-        return np.where(den > 0.0, np.maximum(self.h_num[rows] / (den + 1e-300), 1.0), 1.0)
+    @property
+    def falls(self) -> bool:
+        """Whether falls are scored as well as rises."""
+        return self.shortfall is not None
 
     def _hour(self, slots: Slots, x: FloatArray, mu: FloatArray, phi: FloatArray
               ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
@@ -584,7 +492,7 @@ class SeasonalCountDetector(Bank):
         m = before[:, 1] + mu
         summed = before[:, 2] + mu + phi * mu * mu
         xs = before[:, 0] + x
-        return m, summed * self._inflation(slots), xs, summed
+        return m, summed * self.shortfall.inflation(slots), xs, summed
 
     def _push_sums(self, t: float, slots: Slots, x: FloatArray, excursion: np.ndarray,
                    row: FloatArray) -> None:
@@ -694,7 +602,7 @@ class SeasonalCountDetector(Bank):
         """The bucket's band, or the hour's where a fall decided the score (between
         ``score`` and ``learn``): "2,300 mentions in the hour, 3,900 expected"."""
         scored = self._scored(t, slot)
-        if scored is None or not self.falls:
+        if scored is None or self.shortfall is None:
             return self.band(t, p, slot)
         i, (ev, _, fell) = scored
         if not fell[i]:
