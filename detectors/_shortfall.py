@@ -59,7 +59,7 @@ class Shortfall(Bank):
     >>> for i in range(288 * 2):    # two days of ordinary hours, 600 ± 30
     ...     t = 300.0 * i
     ...     xs = m + 30.0 * np.sin(i)
-    ...     f.learn(t, s, m, v, xs, f.tail(t, s, m, v, xs), np.array([True]))
+    ...     f.learn(t, s, m, v, xs, v, f.tail(t, s, m, v, xs), np.array([True]))
     >>> float(f.tail(t + 300.0, s, m, v, np.array([560.0]))[0])    # short, but ordinarily so
     1.0
     >>> bool(f.tail(t + 300.0, s, m, v, np.array([100.0]))[0] < 1e-3)    # the feed gone quiet
@@ -114,8 +114,8 @@ class Shortfall(Bank):
         """``p`` where a fall is news at ``t``; 1 while one is held (once per excursion)."""
         return np.where(self.hold.held(slots, t), 1.0, np.maximum(p, P_FLOOR))
 
-    def learn(self, t: float, slots: Slots, m: FloatArray, summed: FloatArray, xs: FloatArray,
-              p: FloatArray, warm: np.ndarray) -> None:
+    def learn(self, t: float, slots: Slots, m: FloatArray, v: FloatArray, xs: FloatArray,
+              summed: FloatArray, p: FloatArray, warm: np.ndarray) -> None:
         """Learn the hour's spread and the deficit records; hold what was news.
 
         The inflation is learnt from deviations winsorised at ``clip_z`` both
@@ -123,10 +123,12 @@ class Shortfall(Bank):
         records are those of every warm hour, but during a fall a deficit
         enters them at most one standard deviation past the records when it
         began: a fall does not mask itself, yet a deficit the model makes
-        every night walks the records up to it within a few nights.
+        every night walks the records up to it within a few nights. The
+        arguments are those :meth:`tail` had, and ``summed`` the variance
+        of the hour's buckets as if independent.
         """
         rows = self._rows(slots)
-        sd = np.sqrt(summed * self.inflation(slots))
+        sd = np.sqrt(v)
         d = np.clip(xs - m, -self.clip_z * sd, self.clip_z * sd)
         a = np.where(warm, self.alpha, 0.0)
         self.h_num[rows] += a * (d * d - self.h_num[rows])

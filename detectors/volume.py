@@ -401,8 +401,7 @@ class SeasonalCountDetector(Bank):
                         x[:, None] if self.shortfall is None
                         else np.stack((x, mu, mu + phi * mu * mu), axis=1))
         if self.shortfall is not None:
-            m, _, xs, summed = pooled
-            self.shortfall.learn(t, slots, m, summed, xs, p_fall, warm)
+            self.shortfall.learn(t, slots, *pooled, p_fall, warm)
         p = p.copy()
         p[~warm] = 1.0
         self.hold.push(slots, t, p, said)
