@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from detectors._stats import P_FLOOR, nb_upper_midp
+from detectors._stats import P_FLOOR, nb_dispersion, nb_upper_midp
 from detectors._window import Hold, Records, record_gate
 from detectors.base import Bank, FloatArray, Slots
 
@@ -102,7 +102,7 @@ class Shortfall(Bank):
         low = np.flatnonzero(z > FALL_Z)
         if len(low):
             ml = m[low]
-            phi = np.maximum((v[low] - ml) / (ml * ml), self.min_dispersion)
+            phi = nb_dispersion(ml, v[low], self.min_dispersion)
             pm = 2.0 * (1.0 - nb_upper_midp(xs[low], ml, phi))
             per = self.periods
             p[low] = per * record_gate(pm, z[low], self.rec, slots[low],

@@ -98,6 +98,18 @@ def nb_upper_midp(x: FloatArray, mean: FloatArray, phi: FloatArray) -> FloatArra
     return np.maximum(np.where(pos, mid, zero), 1e-300)
 
 
+def nb_dispersion(mean: FloatArray, var: FloatArray, floor: float) -> FloatArray:
+    """The negative binomial's ``phi`` with this mean and variance (``var = mean + phi·mean²``),
+    at least ``floor``: a pooled count (an hour's) is taken as negative binomial by its moments.
+
+    Examples
+    --------
+    >>> float(nb_dispersion(np.array(10.0), np.array(30.0), 1e-4))
+    0.2
+    """
+    return np.maximum((var - mean) / (mean * mean), floor)
+
+
 def nb_quantile(p_upper: float, mean: float, phi: float) -> float:
     """Approximate upper quantile of a negative binomial (Cornish–Fisher, 1 term).
 

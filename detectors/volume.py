@@ -12,6 +12,7 @@ from detectors._shortfall import Shortfall
 from detectors._stats import (
     P_FLOOR,
     ew_alpha,
+    nb_dispersion,
     nb_quantile,
     nb_upper_midp,
     normal_sf,
@@ -607,7 +608,7 @@ class SeasonalCountDetector(Bank):
         if not fell[i]:
             return self.band(t, p, slot)
         m, v, xs, _ = (float(a[i]) for a in ev.hour)
-        phi = max((v - m) / (m * m), self.min_dispersion)
+        phi = float(nb_dispersion(np.float64(m), np.float64(v), self.min_dispersion))
         return Band(expected=m, low=min(nb_quantile(1.0 - p, m, phi), m),
                     high=nb_quantile(p, m, phi), observed=xs, window=self.k * self.bucket)
 
