@@ -13,7 +13,7 @@ import heapq
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 import structlog
@@ -32,6 +32,8 @@ buckets coarser than five minutes, spent per period as ``registry.threshold_at``
 
 Incidents resolve after a quiet period "back to normal": a storm that goes
 on at scores under the alert threshold keeps its incident open."""
+
+_B = TypeVar("_B", Detector, TermDetector)
 
 ScoreSink = Callable[[SeriesKey, str, Bucket, float, float, bool], None]
 """Receives (series, signal, bucket, value, score, alert) for every scored bucket."""
@@ -196,31 +198,85 @@ class DetectStage:
             cad = self.cadences[length] = Cadence(length)
         return cad
 
-    def _add_series(self, cad: Cadence, bucket: Bucket) -> _Series:
-        slots = {}
+    def _bank(self, signal: str, length: float) -> Detector:
+        """A new bank for ``signal`` at bucket ``length``, as the configuration asks."""
+        return registry.make(signal, bucket=length, warmup=self.cfg.warmup,
+                             min_volume=self.cfg.min_volume, threshold=self.threshold)
+
+    def _terms(self, length: float) -> TermDetector:
+        """A new term detector at bucket ``length``, with the configured lexicon."""
+        return TermDetector(bucket=length, warmup=self.cfg.warmup, lexicon=self.cfg.lexicon,
+                            threshold=self.threshold)
+
+    def restore(self, cadences: dict[float, Cadence]) -> list[str]:
+        """Resume the cadences of a snapshot; the banks that start cold, as ``signal@bucket``.
+
+        Each bank is built anew from the configuration and takes over the
+        snapshot's learnt state (:meth:`detectors.base.Bank.take_state`), so
+        settings changed since (sensitivity, warm-up, the floor, the
+        lexicon) apply after a restart. A bank whose state no longer fits
+        its detector (an upgrade changed it: :meth:`detectors.base.Bank.schema`)
+        starts cold on its own, with a slot for each series it had; the
+        other signals resume warm. Signals disabled since the snapshot are
+        dropped; those enabled since join each series at its next bucket.
+        """
+        cold: list[str] = []
+        enabled = set(self.cfg.signals)
+        for length, cad in cadences.items():
+            for signal in cad.banks.keys() - enabled:
+                del cad.banks[signal]
+                for state in cad.series.values():
+                    state.slots.pop(signal, None)
+            if "terms" not in enabled:
+                cad.terms = None
+                for state in cad.series.values():
+                    state.term_slot = None
+            for signal, old in cad.banks.items():
+                cad.banks[signal] = self._resume(self._bank(signal, length), old, signal, cad,
+                                                 cold)
+            if cad.terms is not None:
+                cad.terms = self._resume(self._terms(length), cad.terms, "terms", cad, cold)
+            cad.ready = {s: r for s, r in cad.ready.items() if s in enabled}
+            cad.plan = None
+            self.cadences[length] = cad
+        return cold
+
+    @staticmethod
+    def _resume(fresh: _B, old: _B, signal: str, cad: Cadence, cold: list[str]) -> _B:
+        """``fresh`` with ``old``'s learnt state, or cold with as many slots if it does not fit."""
+        if fresh.schema() == old.schema():
+            fresh.take_state(old)
+        else:
+            cold.append(f"{signal}@{cad.length:g}s")
+            cad.ready.pop(signal, None)
+            for _ in range(old.size):
+                fresh.add()
+        return fresh
+
+    def _join(self, cad: Cadence, bucket: Bucket, state: _Series | None) -> _Series:
+        """Give a series a slot in each enabled signal's bank it has none in yet.
+
+        A new series gets all of them; a series restored from a snapshot,
+        those of signals enabled since it was taken.
+        """
+        if state is None:
+            state = cad.series[bucket.series] = _Series({}, None)
+        added = []
         for signal in signals_for(bucket, self.cfg.signals):
-            bank = cad.banks.get(signal)
-            if bank is None:
-                bank = cad.banks[signal] = registry.make(
-                    signal, bucket=cad.length, warmup=self.cfg.warmup,
-                    min_volume=self.cfg.min_volume, threshold=self.threshold,
-                )
-            slots[signal] = bank.add()
-        term_slot = None
-        if "terms" in self.cfg.signals and not bucket.aggregated:
+            if signal not in state.slots:
+                bank = cad.banks.get(signal)
+                if bank is None:
+                    bank = cad.banks[signal] = self._bank(signal, cad.length)
+                state.slots[signal] = bank.add()
+                added.append(signal)
+        if "terms" in self.cfg.signals and not bucket.aggregated and state.term_slot is None:
             if cad.terms is None:
-                cad.terms = TermDetector(
-                    bucket=cad.length, warmup=self.cfg.warmup, lexicon=self.cfg.lexicon,
-                    threshold=self.threshold,
-                )
-            term_slot = cad.terms.add()
-        state = cad.series[bucket.series] = _Series(slots, term_slot)
-        log.info(
-            "detectors warming up",
-            series=str(bucket.series),
-            signals=sorted(slots) + (["terms"] if term_slot is not None else []),
-            warmup_s=self.cfg.warmup,
-        )
+                cad.terms = self._terms(cad.length)
+            state.term_slot = cad.terms.add()
+            added.append("terms")
+        if added:
+            log.info("detectors warming up", series=str(bucket.series), signals=sorted(added),
+                     warmup_s=self.cfg.warmup)
         return state
 
     def _plan(self, cad: Cadence, buckets: list[Bucket]) -> _Plan:
@@ -228,10 +284,7 @@ class DetectStage:
         keys = [b.series for b in buckets]
         if cad.plan is not None and cad.plan.keys == keys:
             return cad.plan
-        states = []
-        for b in buckets:
-            state = cad.series.get(b.series)
-            states.append(state if state is not None else self._add_series(cad, b))
+        states = [self._join(cad, b, cad.series.get(b.series)) for b in buckets]
         rows: dict[str, tuple[np.ndarray | None, np.ndarray]] = {}
         for signal in cad.banks:
             pos = [i for i, st in enumerate(states) if signal in st.slots]

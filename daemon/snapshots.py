@@ -5,7 +5,10 @@ baselines learnt from scratch; a snapshot of the detectors and the open
 windows, saved periodically and at shutdown, avoids both. The file is written
 atomically (temporary file, fsync, rename), so a crash mid-save leaves the
 previous snapshot intact. An unreadable or incompatible snapshot is logged
-and ignored: the daemon starts cold rather than not at all.
+and ignored: the daemon starts cold rather than not at all. Within a good
+one, a detector that an upgrade changed starts cold alone, and every
+detector takes the settings of the configuration it starts with
+(:meth:`daemon.detect.DetectStage.restore`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from daemon.windows import Windows
 
 log = structlog.get_logger("crisisd.snapshots")
 
+#: The snapshot's layout: the windows, and how the detectors are grouped. A change
+#: within one detector bumps that detector's ``VERSION`` instead (only it starts cold).
 FORMAT = 10  # 2: detector banks per cadence; 3: severity escalation, the terms' lexicon window;
 # 4: share and sentiment at three scales, records in standard deviations; 5: the hold keeps
 # what an excursion said while it lasts (share and sentiment escalate by tier too); 6: share
@@ -65,11 +70,16 @@ def load(path: Path, detect: DetectStage, windows: Windows) -> bool:
         payload = pickle.loads(path.read_bytes())  # our own state file
         if payload.get("format") != FORMAT:
             raise ValueError(f"snapshot format {payload.get('format')}, expected {FORMAT}")
-        detect.cadences.update(payload["cadences"])
+        cadences = payload["cadences"]
         windows.restore(payload["windows"])
+        cold = detect.restore(cadences)
     except Exception as exc:  # a bad snapshot must never keep the daemon down
+        detect.cadences.clear()
         log.warning("detector snapshot unusable; starting cold", path=str(path), error=str(exc))
         return False
+    if cold:
+        log.warning("detectors changed since the snapshot; these start cold", banks=cold,
+                    warmup_s=detect.cfg.warmup)
     log.info(
         "detectors restored warm",
         series=detect.series_count,

@@ -23,6 +23,8 @@ class _Hours(Bank):
     hour becomes differs.
     """
 
+    LEARNT = ("oldest",)
+
     def __init__(self) -> None:
         super().__init__()
         self._state("pos", 0, dtype=np.intp)  # the next block to overwrite (the oldest)

@@ -96,6 +96,12 @@ class Detector(Protocol):
         shorter windows are typically under the floor.
         """
 
+    def schema(self) -> tuple[Any, ...]:
+        """What a snapshot of this detector's state must match to be taken over."""
+
+    def take_state(self, old: Any) -> None:
+        """Take over what ``old``, of the same schema, learnt; keep these settings."""
+
 
 class Bank:
     """Storage of per-series state as arrays indexed by slot, grown on demand.
@@ -119,7 +125,18 @@ class Bank:
 
     size: int
 
+    #: The meaning of this bank's state: bump it when a change reads or updates the
+    #: state differently while its arrays stay the same, so that a snapshot of the old
+    #: state restarts this bank cold (see :meth:`schema`) instead of being misread.
+    VERSION = 1
+    #: What the bank learns besides its per-series arrays and its parts (all the rest of
+    #: its attributes are settings, taken from the configuration it is built with).
+    LEARNT: tuple[str, ...] = ()
+    #: Per-series arrays whose width grows with the data (not part of the schema).
+    GROWN: tuple[str, ...] = ()
+
     def __init__(self) -> None:
+        self.state_version = type(self).VERSION  # pickled with the state: the snapshot's own
         self.size = 0
         self._all_of: Slots | None = None  # the slots array known to be every slot in order
         self._capacity = 1
@@ -153,6 +170,38 @@ class Bank:
         self.size = slot + 1
         self._all_of = None
         return slot
+
+    def schema(self) -> tuple[Any, ...]:
+        """What a bank's state must match to be taken over by this bank.
+
+        The class, the state's version, each per-series array's name, type
+        and shape per series, and the same of each part: a snapshot saved
+        by code whose detector differed (another array, another number of
+        profile knots, a bumped :attr:`VERSION`) does not match, and that
+        one bank starts cold while the others resume warm. A bank pickled
+        before versions were kept is version 1.
+        """
+        arrays = tuple(sorted(
+            (name, getattr(self, name).dtype.str,
+             getattr(self, name).ndim if name in self.GROWN else getattr(self, name).shape[1:])
+            for name in self._fills))
+        return (type(self).__module__, type(self).__qualname__,
+                self.__dict__.get("state_version", 1), arrays, tuple(p.schema() for p in self._parts))
+
+    def take_state(self, old: Bank) -> None:
+        """Take over what ``old`` (of the same :meth:`schema`) learnt, keeping these settings.
+
+        Why: a restart restores the detectors from a snapshot, but the
+        configuration may have changed since (sensitivity, warm-up, the
+        floor, the crisis lexicon). A bank built from the configuration
+        takes the learnt state, so the new settings apply and nothing is
+        relearnt.
+        """
+        for name in (*self._fills, "size", "_capacity", *self.LEARNT):
+            setattr(self, name, getattr(old, name))
+        self._all_of = None
+        for part, was in zip(self._parts, old._parts, strict=True):
+            part.take_state(was)
 
     def _rows(self, slots: Slots) -> Slots | slice:
         """``slots`` as a slice when they are every slot in order, else themselves.

@@ -284,6 +284,10 @@ class TermDetector(Bank):
     []
     """
 
+    LEARNT = ("_tables", "_gets", "recent", "_recent_limit", "alerts", "_alerts_limit",
+              "_landmark")
+    GROWN = ("num",)
+
     def __init__(
         self,
         *,

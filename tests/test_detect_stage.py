@@ -14,6 +14,7 @@ from daemon.domain import Bucket, SeriesKey
 from daemon.templating import span
 from daemon.timeline import describe
 from daemon.windows import Windows
+from detectors.volume import SeasonalCountDetector
 
 DAY = 86400.0
 T0 = 1_700_006_400.0
@@ -106,6 +107,82 @@ def test_a_snapshot_restores_every_bank_warm(tmp_path: Path):
     after_restored = run(restored, [A, N], range(half, n), x)
     assert after_restored == after_straight
     assert any(f[0] == A for f in after_straight)
+
+
+def test_a_restart_takes_the_new_settings_and_keeps_what_was_learnt(tmp_path: Path):
+    """Sensitivity, warm-up, the floor and the lexicon changed between two runs apply
+    to the restored detectors; the baselines learnt before are kept."""
+    n = int(DAY / B)
+    x = {A: counts(n, 4), N: counts(n, 5), M: counts(n, 6)}
+    before = DetectStage(cfg())
+    run(before, [A, N], range(n), x)
+    path = tmp_path / "detectors.snapshot"
+    snapshots.save(path, before, Windows(60.0, 0.0, str.split))
+    lexicon = tmp_path / "lexicon.yaml"
+    lexicon.write_text("safety:\n  - exploding kettle\n")
+    changed = DetectionConfig(warmup=DAY, sensitivity="fewer", min_volume=50, lexicon=lexicon)
+    after = DetectStage(changed)
+    assert snapshots.load(path, after, Windows(60.0, 0.0, str.split))
+    cad, old = after.cadences[B], before.cadences[B]
+    assert cad.terms.lexicon.category == {"exploding kettle": "safety"}
+    assert cad.banks["negative_share"].min_volume == 50
+    assert cad.banks["volume"].warmup == DAY
+    # the holds start at the threshold of "fewer" now
+    assert cad.banks["volume"].hold.surprise > old.banks["volume"].hold.surprise
+    t = T0 + B * n
+    for signal, bank in cad.banks.items():
+        assert bank.size == old.banks[signal].size
+        assert bank.band(t, 1e-3).expected == old.banks[signal].band(t, 1e-3).expected, signal
+    assert cad.terms.n_terms(0) == old.terms.n_terms(0) > 0
+
+
+def test_a_detector_an_upgrade_changed_starts_cold_alone(tmp_path: Path, monkeypatch,
+                                                         capsys):
+    n = int(DAY / B)
+    x = {A: counts(n + 30, 4, storm_at=n + 10), N: counts(n + 30, 5), M: counts(n + 30, 6)}
+    before = DetectStage(cfg())
+    run(before, [A, N], range(n), x)
+    path = tmp_path / "detectors.snapshot"
+    snapshots.save(path, before, Windows(60.0, 0.0, str.split))
+    monkeypatch.setattr(SeasonalCountDetector, "VERSION", 2)  # its state means other things now
+    after = DetectStage(cfg())
+    assert snapshots.load(path, after, Windows(60.0, 0.0, str.split))
+    assert "volume@300s" in capsys.readouterr().out
+    cad = after.cadences[B]
+    counts_ = ("volume", "negative_volume")
+    for signal, bank in cad.banks.items():
+        slots = np.arange(bank.size)
+        assert bank.size == before.cadences[B].banks[signal].size
+        assert bank.is_warm(slots).any() != (signal in counts_), signal
+    went_on, resumed = Sink(), Sink()
+    before.on_score, after.on_score = went_on, resumed
+    assert any(s == "volume" for (_, s, _) in run(before, [A, N], range(n, n + 30), x))
+    assert run(after, [A, N], range(n, n + 30), x) == []  # warming up, not misreading
+    for (key, signal), scores in resumed.scores.items():
+        if signal in counts_:
+            assert not any(scores)
+        else:  # the other signals go on as if there had been no upgrade
+            assert scores == went_on.scores[(key, signal)], signal
+
+
+def test_a_signal_enabled_after_a_snapshot_joins_the_series_it_holds(tmp_path: Path):
+    n = int(DAY / B)
+    x = {A: counts(n + 3, 4), N: counts(n + 3, 5), M: counts(n + 3, 6)}
+    before = DetectStage(DetectionConfig(warmup=DAY / 2, signals=["volume", "terms"]))
+    run(before, [A, N], range(n), x)
+    path = tmp_path / "detectors.snapshot"
+    snapshots.save(path, before, Windows(60.0, 0.0, str.split))
+    after = DetectStage(DetectionConfig(warmup=DAY / 2, signals=["volume", "sentiment"]))
+    assert snapshots.load(path, after, Windows(60.0, 0.0, str.split))
+    sink = Sink()
+    after.on_score = sink
+    run(after, [A, N], range(n, n + 3), x)
+    cad = after.cadences[B]
+    assert cad.terms is None and set(cad.banks) == {"volume", "sentiment"}
+    assert cad.series[A].term_slot is None
+    assert len(sink.scores[(A, "sentiment")]) == 3  # watched from the next bucket on
+    assert cad.banks["volume"].is_warm(np.arange(cad.banks["volume"].size)).all()
+    assert not cad.banks["sentiment"].is_warm(np.arange(cad.banks["sentiment"].size)).any()
 
 
 def test_a_watched_brand_stays_elevated_while_its_storm_goes_on():
