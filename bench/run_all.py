@@ -10,7 +10,9 @@ then measures what they do not:
 
 * **pipeline tick, 10,000 series**: one watermark advance closing a bucket of
   each of 10,000 series through windows, every detector and the incident
-  stage (detectors warmed on 20 buckets first);
+  stage (detectors warmed on 20 buckets first); then the detector snapshot
+  of them: its size, and the time to save it and to load it into a new
+  pipeline as a restart does;
 * **soak**: a 1,000,000-mention replay (20 series, a simulated week) in a
   child process: peak RSS and RSS growth from 20% to 100% of the stream (a
   leak shows as growth; a bounded design stays flat once every ring is full);
@@ -121,15 +123,17 @@ def delivery_rows() -> list[Row]:
 # ------------------------------------------------------------- pipeline tick
 
 
-def pipeline_tick(series: int = 10_000, warm: int = 20) -> Row:
-    """One bucket closing for ``series`` series through the real pipeline stages."""
-    from daemon import config, logs
+def pipeline_tick(series: int = 10_000, warm: int = 20) -> list[Row]:
+    """One bucket closing for ``series`` series through the real pipeline stages; then
+    the detector snapshot of them saved, and loaded into a new pipeline as a restart does."""
+    from daemon import config, logs, snapshots
     from daemon.clock import SimClock
     from daemon.domain import Mention
     from daemon.pipeline import Pipeline
 
     logs.setup("error")
-    cfg = config.Config.model_validate({"detection": {"warmup": "0s"}})
+    cfg = config.Config.model_validate({"detection": {"warmup": "0s"},
+                                        "windows": {"max_series": series}})
     pipeline = Pipeline(cfg, SimClock())
     rng = random.Random(11)
     t0 = 1_767_225_600.0
@@ -164,11 +168,24 @@ def pipeline_tick(series: int = 10_000, warm: int = 20) -> Row:
 
     found: list[float] = []
     seconds = asyncio.run(run())
-    pipeline.close()
-    return (f"pipeline tick, {series:,} series (windows+detect+incidents)",
+    tick = (f"pipeline tick, {series:,} series (windows+detect+incidents)",
             f"{seconds * 1e3:.0f} ms", f"{seconds / series * 1e6:.0f} µs per series "
             f"({found[1] * 1e3:.0f} ms in the detect stage), {found[0]:.0f} anomalies; "
             f"detectors {warm} buckets old")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = snapshots.path_in(Path(tmp))
+        start = time.perf_counter()
+        size = snapshots.save(path, pipeline.detect, pipeline.windows)
+        saved = time.perf_counter() - start
+        pipeline.close()
+        restarted = Pipeline(cfg, SimClock())
+        start = time.perf_counter()
+        assert snapshots.load(path, restarted.detect, restarted.windows)
+        loaded = time.perf_counter() - start
+        restarted.close()
+    return [tick, (f"detector snapshot, {series:,} series", f"{size / 2**20:.0f} MiB",
+                   f"saved in {saved:.2f} s, loaded into a restarted pipeline in {loaded:.2f} s "
+                   f"({size / series / 1024:.1f} KiB per series)")]
 
 
 # ---------------------------------------------------------------------- soak
@@ -341,7 +358,7 @@ def main() -> None:
     rows += detection_rows()
     rows += delivery_rows()
     print("\n# pipeline tick", file=sys.stderr, flush=True)
-    rows.append(pipeline_tick(args.series, 5 if args.quick else 20))
+    rows += pipeline_tick(args.series, 5 if args.quick else 20)
     print("# soak", file=sys.stderr, flush=True)
     rows += soak_rows(100_000 if args.quick else args.soak)
     print("# spike to page", file=sys.stderr, flush=True)

@@ -136,6 +136,10 @@ class WindowConfig(Section):
         "null for a stream that plays a simulated future")
     samples: int = Field(3, ge=0, le=20, description="highest-reach mentions kept per bucket")
     top_terms: int = Field(20, ge=0, description="terms kept per bucket")
+    max_series: int = Field(
+        10_000, ge=1, description="series (brand × channel) watched at most: the events of a "
+        "new series past it are refused and counted, so a producer that invents topics cannot "
+        "grow memory without bound (about 70 KiB a series with every signal on)")
 
 
 class DetectionConfig(Section):

@@ -138,6 +138,9 @@ def render(
                  [({"reason": r}, n) for r, n in sorted(decoder.invalid.items())])
     w.metric("crisisd_events_late_total", "counter",
              "Events older than the watermark (beyond allowed lateness), dropped.", stats.late)
+    w.metric("crisisd_events_refused_total", "counter",
+             "Events of new series past windows.max_series, dropped.",
+             pipeline.windows.stats.refused)
     w.metric("crisisd_buckets_closed_total", "counter",
              "Closed windows (one per series per bucket) run through the detectors.",
              stats.buckets)

@@ -69,9 +69,8 @@ class Pipeline:
     ) -> None:
         self.cfg = cfg
         self.clock = clock
-        self.windows = Windows(
-            cfg.windows.bucket, cfg.windows.lateness, extract_terms, cfg.windows.samples
-        )
+        self.windows = Windows(cfg.windows.bucket, cfg.windows.lateness, extract_terms,
+                               cfg.windows.samples, cfg.windows.max_series)
         self.detect = DetectStage(cfg.detection, cfg.windows.top_terms, on_score)
         self.incidents = IncidentManager(
             router or BrandRouter(cfg.incidents.quiet, cfg.incidents.cooldown), silenced
@@ -106,8 +105,10 @@ class Pipeline:
             self.journal.append(batch)
         add = self.windows.add
         accepted = 0
+        refused = self.windows.stats.refused
         for event in batch:
             accepted += add(event)
+        accepted += self.windows.stats.refused - refused  # dropped, but not late
         mentions = sum(1 for e in batch if isinstance(e, Mention))
         self.stats.mentions += mentions
         self.stats.metrics += len(batch) - mentions

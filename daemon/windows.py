@@ -25,7 +25,11 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import structlog
+
 from daemon.domain import Bucket, Mention, MetricPoint, Sample, SeriesKey
+
+log = structlog.get_logger("crisisd.windows")
 
 NEGATIVE = -0.05
 POSITIVE = 0.05
@@ -54,6 +58,7 @@ class WindowStats:
     late: int = 0
     closed: int = 0
     duplicates: int = 0
+    refused: int = 0  # events of a new series past max_series
 
 
 class Windows:
@@ -73,10 +78,12 @@ class Windows:
         lateness: float,
         extract_terms: Callable[[str], list[str]],
         samples: int = 3,
+        max_series: int | None = None,
     ) -> None:
         self.bucket = bucket
         self.lateness = lateness
         self.samples = samples
+        self.max_series = max_series
         self._extract = extract_terms
         self._series: dict[SeriesKey, _Series] = {}
         self.max_event_time = -math.inf
@@ -89,9 +96,13 @@ class Windows:
         return len(self._series)
 
     def _state(self, key: SeriesKey, ts: float, interval: float | None,
-               aggregated: bool) -> _Series:
+               aggregated: bool) -> _Series | None:
+        """The series' state, made on its first event; None (refused) past ``max_series``."""
         state = self._series.get(key)
         if state is None:
+            if self.max_series is not None and len(self._series) >= self.max_series:
+                self._refuse(key)
+                return None
             length = interval or self.bucket
             offset = ts % length if interval else 0.0
             start = offset + math.floor((ts - offset) / length) * length
@@ -99,6 +110,20 @@ class Windows:
                             own_spacing=interval is not None)
             self._series[key] = state
         return state
+
+    def _refuse(self, key: SeriesKey) -> None:
+        """Count an event of a series past ``max_series``; say so at the 1st, 10th, 100th…
+
+        Every series costs memory for the daemon's life (its silence is
+        data), so a producer publishing to made-up topics must not add
+        them without end; the series already watched go on.
+        """
+        self.stats.refused += 1
+        n = self.stats.refused
+        if n == 10 ** (len(str(n)) - 1):
+            log.warning("series limit reached: events of new series are dropped",
+                        series=str(key), refused=n, max_series=self.max_series,
+                        fix="raise windows.max_series, or fix the producer's topics")
 
     def _bucket(self, state: _Series, ts: float) -> Bucket | None:
         at = (ts - state.offset) / state.length
@@ -117,7 +142,7 @@ class Windows:
         return bucket
 
     def add(self, event: Mention | MetricPoint) -> bool:
-        """Put one event in its bucket; ``False`` when it is late and dropped."""
+        """Put one event in its bucket; ``False`` when it is dropped (late, or refused)."""
         if isinstance(event, Mention):
             return self.add_mention(event)
         return self.add_metric(event)
@@ -131,6 +156,8 @@ class Windows:
         """
         key = SeriesKey(m.brand, m.channel)
         state = self._state(key, m.ts, None, aggregated=False)
+        if state is None:
+            return False
         bucket = self._bucket(state, m.ts)
         if bucket is None:
             return False
@@ -173,6 +200,8 @@ class Windows:
         """
         key = SeriesKey(p.brand, p.channel)
         state = self._state(key, p.ts, p.interval, aggregated=True)
+        if state is None:
+            return False
         bucket = self._bucket(state, p.ts)
         if bucket is None:
             return False

@@ -185,8 +185,9 @@ class Bank:
             (name, getattr(self, name).dtype.str,
              getattr(self, name).ndim if name in self.GROWN else getattr(self, name).shape[1:])
             for name in self._fills))
-        return (type(self).__module__, type(self).__qualname__,
-                self.__dict__.get("state_version", 1), arrays, tuple(p.schema() for p in self._parts))
+        version = self.__dict__.get("state_version", 1)
+        parts = tuple(p.schema() for p in self._parts)
+        return type(self).__module__, type(self).__qualname__, version, arrays, parts
 
     def take_state(self, old: Bank) -> None:
         """Take over what ``old`` (of the same :meth:`schema`) learnt, keeping these settings.

@@ -98,7 +98,8 @@ async def test_health_and_metrics(rig: Rig) -> None:
     text = r.text
     for name in ("crisisd_mentions_received_total",
                  'crisisd_items_invalid_total{reason="bad_json"} 2',
-                 "crisisd_events_late_total", "crisisd_buckets_closed_total",
+                 "crisisd_events_late_total", "crisisd_events_refused_total 0",
+                 "crisisd_buckets_closed_total",
                  "crisisd_incidents_open 1", 'crisisd_actions{target="files",medium="page",'
                  'outcome="delivered"}', "crisisd_delivery_latency_seconds_bucket{le=\"+Inf\"}",
                  "crisisd_detector_seconds_total", "crisisd_outbox_backlog",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from daemon import snapshots
+import structlog.testing
+
+from daemon import metrics, snapshots
 from daemon.clock import SimClock
-from daemon.config import Config
+from daemon.config import Config, WindowConfig
 from daemon.domain import Mention
 from daemon.pipeline import Pipeline
 from daemon.sources import Tick
@@ -83,3 +85,25 @@ async def test_live_a_snapshot_ahead_of_the_clock_does_not_make_every_mention_la
     small.meet_the_clock()
     assert small.windows.watermark == before.windows.watermark
     small.close()
+
+
+async def test_a_new_series_past_max_series_is_refused_counted_and_said_not_late():
+    """A producer inventing topics cannot grow memory without end; the brands already
+    watched go on, and the refused events are not mistaken for late ones."""
+    pipeline = Pipeline(Config(windows=WindowConfig(max_series=2)), SimClock())
+    t = 1_000_000.0
+    brands = ["acme", "northwind"] + [f"typo{i}" for i in range(12)]
+    with structlog.testing.capture_logs() as logs:
+        for k, brand in enumerate(brands):
+            await pipeline.feed([Mention(id=f"m{k}", ts=t + k, brand=brand, channel="x",
+                                         text="hello", sentiment=0.1)])
+        await pipeline.feed([mention(99, t + 30)])  # acme goes on
+    assert pipeline.windows.series_count == 2
+    assert pipeline.windows.stats.refused == 12 and pipeline.stats.late == 0
+    said = [e for e in logs if e["event"].startswith("series limit reached")]
+    assert [e["refused"] for e in said] == [1, 10]  # the first, then each tenfold
+    assert said[0]["series"] == "typo0/x" and "windows.max_series" in said[0]["fix"]
+    assert "crisisd_events_refused_total 12" in metrics.render(pipeline)
+    await pipeline.feed(Tick(pipeline.stats.last_event_wall + 300))
+    assert pipeline.stats.buckets > 0
+    pipeline.close()
