@@ -175,9 +175,10 @@ class Bank:
         """What a bank's state must match to be taken over by this bank.
 
         The class, the state's version, each per-series array's name, type
-        and shape per series, and the same of each part: a snapshot saved
-        by code whose detector differed (another array, another number of
-        profile knots, a bumped :attr:`VERSION`) does not match, and that
+        and shape per series, the other learnt attributes it has, and the
+        same of each part: a snapshot saved by code whose detector differed
+        (another array, another number of profile knots, a learnt attribute
+        added, a bumped :attr:`VERSION`) does not match, and that
         one bank starts cold while the others resume warm. A bank pickled
         before versions were kept is version 1.
         """
@@ -185,9 +186,10 @@ class Bank:
             (name, getattr(self, name).dtype.str,
              getattr(self, name).ndim if name in self.GROWN else getattr(self, name).shape[1:])
             for name in self._fills))
+        learnt = tuple(name for name in self.LEARNT if name in self.__dict__)
         version = self.__dict__.get("state_version", 1)
         parts = tuple(p.schema() for p in self._parts)
-        return type(self).__module__, type(self).__qualname__, version, arrays, parts
+        return type(self).__module__, type(self).__qualname__, version, arrays, learnt, parts
 
     def take_state(self, old: Bank) -> None:
         """Take over what ``old`` (of the same :meth:`schema`) learnt, keeping these settings.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from collections import Counter
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from daemon.domain import Bucket, SeriesKey
 from daemon.templating import span
 from daemon.timeline import describe
 from daemon.windows import Windows
+from detectors import registry
+from detectors.terms import TermDetector
 from detectors.volume import SeasonalCountDetector
 
 DAY = 86400.0
@@ -134,6 +137,23 @@ def test_a_restart_takes_the_new_settings_and_keeps_what_was_learnt(tmp_path: Pa
         assert bank.size == old.banks[signal].size
         assert bank.band(t, 1e-3).expected == old.banks[signal].band(t, 1e-3).expected, signal
     assert cad.terms.n_terms(0) == old.terms.n_terms(0) > 0
+
+
+def test_a_banks_schema_tells_a_changed_detector_from_its_own_snapshot():
+    bank = registry.make("volume", bucket=B, warmup=DAY, min_volume=20)
+    bank.add()
+    same = pickle.loads(pickle.dumps(bank))
+    assert same.schema() == bank.schema()
+    del same.__dict__["state_version"]  # pickled before versions were kept: version 1
+    assert same.schema() == bank.schema()
+    knots = SeasonalCountDetector(bucket=B, falls=True, slots=48)  # another profile
+    knots.add()
+    assert knots.schema() != bank.schema()
+    terms = TermDetector(bucket=B)
+    terms.add()
+    before = pickle.loads(pickle.dumps(terms))
+    del before.__dict__["_landmark"]  # saved by code that did not learn it yet
+    assert before.schema() != terms.schema()
 
 
 def test_a_detector_an_upgrade_changed_starts_cold_alone(tmp_path: Path, monkeypatch,
