@@ -124,8 +124,3 @@ class SimClock(Clock):
         """Timers still waiting to fire (for drains and tests)."""
         return sum(1 for t in self._heap if not t.cancelled)
 
-    def next_due(self) -> float | None:
-        """When the next live timer fires, or ``None`` if none is waiting."""
-        while self._heap and self._heap[0].cancelled:
-            heapq.heappop(self._heap)
-        return self._heap[0].when if self._heap else None

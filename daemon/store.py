@@ -398,11 +398,6 @@ class Store:
             "UPDATE timers SET state='cancelled' WHERE id=? AND state='pending'", (timer_id,)
         )
 
-    def timer_state(self, timer_id: str) -> str | None:
-        """A timer's state (``pending``, ``fired``, ``cancelled``) or ``None``."""
-        row = self.db.execute("SELECT state FROM timers WHERE id=?", (timer_id,)).fetchone()
-        return row[0] if row else None
-
     # ------------------------------------------------------------------- outbox
 
     def enqueue(self, action: Action) -> bool:
