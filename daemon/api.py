@@ -26,6 +26,7 @@ import contextlib
 import hmac
 import ipaddress
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -298,6 +299,10 @@ class ControlApi:
                     raise HttpError(422, "reload rejected; the last good set keeps running:\n"
                                     + "\n".join(problems))
                 return Reply.json({"reloaded": True})
+            case ("GET", ["series"]):
+                now = self.pipeline.windows.watermark  # event time: what the bands are of
+                return Reply.json(self.pipeline.detect.watched(
+                    now if math.isfinite(now) else time.time(), query.get("brand") or "*"))
             case ("GET", ["silences"]):
                 return Reply.json([asdict(s) for s in self._silences().list()])
             case ("POST", ["silences"]):
@@ -479,7 +484,7 @@ class ControlApi:
 def _known(parts: list[str]) -> bool:
     """Whether ``parts`` is an endpoint's path (then a wrong method is a 405, not a 404)."""
     match parts:
-        case ["healthz" | "metrics" | "incidents" | "silences" | "reload"]:
+        case ["healthz" | "metrics" | "incidents" | "series" | "silences" | "reload"]:
             return True
         case ["incidents" | "silences", _]:
             return True

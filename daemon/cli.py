@@ -157,6 +157,13 @@ def cmd_reload(args: argparse.Namespace) -> int:
     return ctl.reload_command(args, _load(args.config))
 
 
+def cmd_series(args: argparse.Namespace) -> int:
+    """Show the series the running daemon watches: warm yet, and what is normal now."""
+    from daemon import ctl
+
+    return ctl.series_command(args, _load(args.config))
+
+
 def cmd_test_notify(args: argparse.Namespace) -> int:
     """Send one marked test message through a configured target; show receipt or error."""
     from daemon import testnotify
@@ -216,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ctl.add_common_arguments(
         add("reload", cmd_reload, "make the running daemon re-read config.yaml and playbooks")
+    )
+    ctl.add_series_arguments(
+        add("series", cmd_series, "the series watched: warm yet, and what is normal now")
     )
     return parser
 

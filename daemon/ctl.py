@@ -24,11 +24,13 @@ import sys
 import time
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
 from daemon.config import Config, parse_duration
 from daemon.roster import parse_instant
+from daemon.templating import span
 
 
 class CtlError(Exception):
@@ -183,6 +185,13 @@ def add_silence_arguments(parser: argparse.ArgumentParser) -> None:
         add_common_arguments(p)
 
 
+def add_series_arguments(p: argparse.ArgumentParser) -> None:
+    """``crisisd series [--brand GLOB] [--json]``."""
+    p.add_argument("--brand", default="*", help="brand glob (default: every brand)")
+    p.add_argument("--json", action="store_true", help="print the API's JSON")
+    add_common_arguments(p)
+
+
 # ----------------------------------------------------------------- commands
 
 
@@ -201,6 +210,41 @@ def reload_command(args: argparse.Namespace, config: Config) -> int:
     finally:
         client.close()
     print("reloaded: the new configuration and playbooks are live")
+    return 0
+
+
+def series_command(args: argparse.Namespace, config: Config) -> int:
+    """``crisisd series``: each series watched, its signals warm or warming up, and
+    its volume now against the normal band (what an alert would be measured by)."""
+    client = _client(args, config)
+    try:
+        rows = client.request("GET", f"/series?brand={quote(args.brand)}")
+    except CtlError as exc:
+        print(f"crisisd series: {exc}", file=sys.stderr)
+        return exc.code
+    finally:
+        client.close()
+    if args.json:
+        print(json.dumps(rows, indent=1, ensure_ascii=False))
+        return 0
+    if not rows:
+        print("no series watched yet" + ("" if args.brand == "*" else f" of {args.brand}"))
+        return 0
+    print(f"{'series':<28} {'bucket':>6}  {'expected volume (normal band)':<30} signals")
+    for r in rows:
+        v = r["signals"].get("volume")
+        if v is None or v["expected"] is None:
+            normal = "-"
+        elif not v["warm"]:
+            normal = "(still learning)"
+        else:
+            normal = f"{v['expected']:,.1f} ({v['low']:,.0f}–{v['high']:,.0f})"
+        warm = [s for s, d in r["signals"].items() if d["warm"]]
+        cold = [s for s, d in r["signals"].items() if not d["warm"]]
+        said = ", ".join(warm) or "none warm"
+        if cold:
+            said += f"; warming up: {', '.join(cold)}"
+        print(f"{r['series']:<28} {span(r['bucket']):>6}  {normal:<30} {said}")
     return 0
 
 

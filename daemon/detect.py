@@ -9,11 +9,12 @@ is warm and its calibrated score crosses the configured threshold.
 
 from __future__ import annotations
 
+import fnmatch
 import heapq
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import structlog
@@ -61,6 +62,11 @@ def signals_for(bucket: Bucket, enabled: list[str]) -> list[str]:
 #: detector alerts only on a fall). A big account's complaint in a bucket of praise is
 #: still a complaint.
 NEGATIVE_SIGNALS = frozenset({"reach", "negative_volume", "negative_share", "sentiment"})
+
+
+def _finite(x: float) -> float | None:
+    """A band's value for JSON: rounded, None where the model has none (infinite)."""
+    return round(x, 4) if math.isfinite(x) else None
 
 
 def tone(bucket: Bucket) -> str:
@@ -197,6 +203,39 @@ class DetectStage:
         if cad is None:
             cad = self.cadences[length] = Cadence(length)
         return cad
+
+    def watched(self, t: float, brand: str = "*") -> list[dict[str, Any]]:
+        """Every series watched (of brands matching the glob ``brand``), each signal's state.
+
+        Why: "is my brand watched yet, and what does crisisd take for normal
+        right now?" is the first question after adding a brand or a channel,
+        and after a restart. Per signal: whether its baseline is warm (it
+        may alert), and its normal band at event time ``t`` at the alert
+        threshold, the same band an anomaly's explanation shows; for terms,
+        how many terms the series keeps.
+        """
+        out = []
+        for length, cad in sorted(self.cadences.items()):
+            for key, state in sorted(cad.series.items(), key=lambda kv: str(kv[0])):
+                if not fnmatch.fnmatchcase(key.brand, brand):
+                    continue
+                signals: dict[str, dict[str, Any]] = {}
+                for signal, slot in sorted(state.slots.items()):
+                    bank = cad.banks[signal]
+                    band = bank.band(t, 1.0 - registry.threshold_at(signal, self.threshold,
+                                                                      length), slot)
+                    signals[signal] = {
+                        "warm": bool(bank.is_warm(np.array([slot], np.intp))[0]),
+                        "expected": _finite(band.expected), "low": _finite(band.low),
+                        "high": _finite(band.high)}
+                if state.term_slot is not None and cad.terms is not None:
+                    slot = state.term_slot
+                    signals["terms"] = {
+                        "warm": bool(cad.terms.is_warm(np.array([slot], np.intp))[0]),
+                        "kept": cad.terms.n_terms(slot)}
+                out.append({"series": str(key), "brand": key.brand, "channel": key.channel,
+                            "bucket": length, "signals": signals})
+        return out
 
     def _bank(self, signal: str, length: float) -> Detector:
         """A new bank for ``signal`` at bucket ``length``, as the configuration asks."""

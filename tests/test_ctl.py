@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import json
 from pathlib import Path
 
 import pytest
+from playbook_fixtures import T0
 from test_api import TOKEN, Rig, rig  # noqa: F401  (the fixture)
 
 from daemon.cli import main
+from daemon.domain import Bucket, SeriesKey
 
 
 @pytest.fixture
@@ -123,3 +126,27 @@ async def test_silence_through_the_api_and_offline(
     captured = capsys.readouterr()
     assert "using the store directly" in captured.err and "silence " in captured.out
     assert (env.parent / "cli-state" / "crisisd.sqlite").exists()
+
+
+async def test_series_show_what_is_watched_warm_and_normal(rig: Rig, env: Path,  # noqa: F811
+                                                           capsys) -> None:
+    stage, day = rig.pipeline.detect, 86400.0
+    for k in range(int(1.1 * day / 60)):  # a day of acme; a first bucket of northwind
+        t = T0 - 1.1 * day + 60 * k
+        buckets = [Bucket(SeriesKey("acme", "twitter"), t, t + 60, volume=3 + k % 4,
+                          negative=k % 2, sentiment_n=3, sentiment_sum=0.3)]
+        if k == int(1.1 * day / 60) - 1:
+            buckets.append(Bucket(SeriesKey("northwind", "x"), t, t + 60, volume=2))
+        stage.process(buckets)
+    assert await crisisd("series", "-c", str(env)) == 0
+    out = capsys.readouterr().out.splitlines()
+    acme = next(line for line in out if line.startswith("acme/twitter"))
+    north = next(line for line in out if line.startswith("northwind/x"))
+    assert " 1m " in acme and "warming up" not in acme and "volume" in acme
+    assert "4.5 (" in acme  # the volume expected now, with its band
+    assert "(still learning)" in north and "none warm; warming up: " in north
+    assert await crisisd("series", "-c", str(env), "--brand", "north*", "--json") == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["series"] == "northwind/x" and row["signals"]["volume"]["warm"] is False
+    assert await crisisd("series", "-c", str(env), "--brand", "nobody") == 0
+    assert "no series watched yet of nobody" in capsys.readouterr().out

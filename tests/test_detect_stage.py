@@ -205,6 +205,25 @@ def test_a_signal_enabled_after_a_snapshot_joins_the_series_it_holds(tmp_path: P
     assert not cad.banks["sentiment"].is_warm(np.arange(cad.banks["sentiment"].size)).any()
 
 
+def test_the_series_watched_say_which_signals_are_warm_and_what_is_normal_now():
+    n = int(0.7 * DAY / B)
+    x = {A: counts(n, 4), N: counts(n, 5), M: counts(n, 6)}
+    stage = DetectStage(cfg())
+    run(stage, [A, N], range(n), x, start_of={N: n - 12})  # northwind joined an hour ago
+    t = T0 + B * n
+    rows = {r["series"]: r for r in stage.watched(t)}
+    assert set(rows) == {"acme/twitter", "northwind/twitter", "metrics"}
+    acme, north = rows["acme/twitter"]["signals"], rows["northwind/twitter"]["signals"]
+    assert all(d["warm"] for d in acme.values()) and not any(d["warm"] for d in north.values())
+    volume = acme["volume"]
+    assert volume["low"] <= volume["expected"] <= volume["high"]
+    band = stage.cadences[B].banks["volume"].band(t, 1e-3, 0)  # the alert threshold's band
+    assert volume["expected"] == round(band.expected, 4) and volume["high"] == round(band.high, 4)
+    assert acme["terms"]["kept"] == 2  # coffee, order
+    assert set(rows["metrics"]["signals"]) == {"volume"} and rows["metrics"]["bucket"] == 3 * B
+    assert [r["series"] for r in stage.watched(t, brand="north*")] == ["northwind/twitter"]
+
+
 def test_a_watched_brand_stays_elevated_while_its_storm_goes_on():
     n = int(1.5 * DAY / B)
     storm = n - 20
