@@ -71,7 +71,10 @@ def load(path: Path, detect: DetectStage, windows: Windows) -> bool:
         if payload.get("format") != FORMAT:
             raise ValueError(f"snapshot format {payload.get('format')}, expected {FORMAT}")
         cadences = payload["cadences"]
-        windows.restore(payload["windows"])
+        rebucketed = windows.restore(payload["windows"])
+        dropped = [length for length in cadences if length not in windows.lengths()]
+        for length in dropped:  # no series is bucketed at that length any more
+            del cadences[length]
         cold = detect.restore(cadences)
     except Exception as exc:  # a bad snapshot must never keep the daemon down
         detect.cadences.clear()
@@ -80,6 +83,10 @@ def load(path: Path, detect: DetectStage, windows: Windows) -> bool:
     if cold:
         log.warning("detectors changed since the snapshot; these start cold", banks=cold,
                     warmup_s=detect.cfg.warmup)
+    if rebucketed:
+        log.warning("windows.bucket changed since the snapshot: these series start again at "
+                    "the new length, and their detectors relearn", series=rebucketed,
+                    bucket_s=windows.bucket, dropped_s=sorted(dropped), warmup_s=detect.cfg.warmup)
     log.info(
         "detectors restored warm",
         series=detect.series_count,

@@ -284,8 +284,24 @@ class Windows:
             "watermark": self.watermark,
         }
 
-    def restore(self, state: dict[str, object]) -> None:
-        """Resume from ``snapshot()`` output."""
-        self._series = state["series"]  # type: ignore[assignment]
+    def restore(self, state: dict[str, object]) -> int:
+        """Resume from ``snapshot()`` output; the series whose bucket length changed.
+
+        A series bucketed by ``windows.bucket`` that was saved at another
+        length starts again at the configured one with its next event (its
+        open buckets are dropped, and its detectors relearn at the new
+        length): the setting applies after a restart, as every setting
+        does. A file's series keeps its own spacing.
+        """
+        series: dict[SeriesKey, _Series] = state["series"]  # type: ignore[assignment]
+        changed = [k for k, s in series.items() if not s.own_spacing and s.length != self.bucket]
+        for key in changed:
+            del series[key]
+        self._series = series
         self.max_event_time = state["max_event_time"]  # type: ignore[assignment]
         self.watermark = state["watermark"]  # type: ignore[assignment]
+        return len(changed)
+
+    def lengths(self) -> set[float]:
+        """The bucket lengths of the series known, and the configured one."""
+        return {s.length for s in self._series.values()} | {self.bucket}

@@ -107,3 +107,27 @@ async def test_a_new_series_past_max_series_is_refused_counted_and_said_not_late
     await pipeline.feed(Tick(pipeline.stats.last_event_wall + 300))
     assert pipeline.stats.buckets > 0
     pipeline.close()
+
+
+async def test_a_bucket_length_changed_across_a_restart_applies_to_the_series_restored(
+        tmp_path):
+    """``windows.bucket`` needs a restart, and after it every series is bucketed at the
+    new length; the detectors of the old length, which nothing feeds any more, go."""
+    t = 1_000_000.0
+    before = Pipeline(Config(), SimClock())
+    await before.feed([mention(i, t + 20 * i) for i in range(360)])  # two hours, 1-minute buckets
+    path = tmp_path / "detectors.snapshot"
+    snapshots.save(path, before.detect, before.windows)
+    before.close()
+    after = Pipeline(Config(windows=WindowConfig(bucket=300.0)), SimClock())
+    with structlog.testing.capture_logs() as logs:
+        assert snapshots.load(path, after.detect, after.windows)
+    (said,) = [e for e in logs if e["event"].startswith("windows.bucket changed")]
+    assert said["series"] == 1 and said["dropped_s"] == [60.0]
+    assert list(after.detect.cadences) == []
+    closed: list[float] = []
+    after.bucket_listeners.append(lambda b: closed.append(b.end - b.start))
+    await after.feed([mention(1000 + i, t + 7200 + 20 * i) for i in range(90)])
+    assert closed and set(closed) == {300.0}
+    assert list(after.detect.cadences) == [300.0] and after.detect.series_count == 1
+    after.close()
