@@ -72,9 +72,9 @@ def load(path: Path, detect: DetectStage, windows: Windows) -> bool:
             raise ValueError(f"snapshot format {payload.get('format')}, expected {FORMAT}")
         cadences = payload["cadences"]
         rebucketed = windows.restore(payload["windows"])
-        dropped = [length for length in cadences if length not in windows.lengths()]
+        dropped = sorted(set(rebucketed) - windows.lengths())
         for length in dropped:  # no series is bucketed at that length any more
-            del cadences[length]
+            cadences.pop(length, None)
         cold = detect.restore(cadences)
     except Exception as exc:  # a bad snapshot must never keep the daemon down
         detect.cadences.clear()
@@ -85,8 +85,8 @@ def load(path: Path, detect: DetectStage, windows: Windows) -> bool:
                     warmup_s=detect.cfg.warmup)
     if rebucketed:
         log.warning("windows.bucket changed since the snapshot: these series start again at "
-                    "the new length, and their detectors relearn", series=rebucketed,
-                    bucket_s=windows.bucket, dropped_s=sorted(dropped), warmup_s=detect.cfg.warmup)
+                    "the new length, and their detectors relearn", series=len(rebucketed),
+                    bucket_s=windows.bucket, dropped_s=dropped, warmup_s=detect.cfg.warmup)
     log.info(
         "detectors restored warm",
         series=detect.series_count,

@@ -284,8 +284,8 @@ class Windows:
             "watermark": self.watermark,
         }
 
-    def restore(self, state: dict[str, object]) -> int:
-        """Resume from ``snapshot()`` output; the series whose bucket length changed.
+    def restore(self, state: dict[str, object]) -> list[float]:
+        """Resume from ``snapshot()`` output; the old lengths of the series rebucketed.
 
         A series bucketed by ``windows.bucket`` that was saved at another
         length starts again at the configured one with its next event (its
@@ -295,12 +295,11 @@ class Windows:
         """
         series: dict[SeriesKey, _Series] = state["series"]  # type: ignore[assignment]
         changed = [k for k, s in series.items() if not s.own_spacing and s.length != self.bucket]
-        for key in changed:
-            del series[key]
+        old = [series.pop(key).length for key in changed]
         self._series = series
         self.max_event_time = state["max_event_time"]  # type: ignore[assignment]
         self.watermark = state["watermark"]  # type: ignore[assignment]
-        return len(changed)
+        return old
 
     def lengths(self) -> set[float]:
         """The bucket lengths of the series known, and the configured one."""
