@@ -104,15 +104,13 @@ class Pipeline:
         if self.journal is not None:  # no await from here to the windows: see _save
             self.journal.append(batch)
         add = self.windows.add
-        accepted = 0
-        refused = self.windows.stats.refused
+        late = self.windows.stats.late  # the windows count what they drop, late or refused
         for event in batch:
-            accepted += add(event)
-        accepted += self.windows.stats.refused - refused  # dropped, but not late
+            add(event)
         mentions = sum(1 for e in batch if isinstance(e, Mention))
         self.stats.mentions += mentions
         self.stats.metrics += len(batch) - mentions
-        self.stats.late += len(batch) - accepted
+        self.stats.late += self.windows.stats.late - late
         self.stats.last_event_wall = time.time()
         watermark = self._watermark(self.windows.max_event_time)
         if self.settle is None:
