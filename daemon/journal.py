@@ -6,7 +6,7 @@ the detectors' state is snapshotted only every few minutes. Without a
 journal a ``kill -9`` would lose what arrived since the last snapshot. Each
 batch is appended here (one ``write`` to an append-only file, which survives
 the process being killed) just before it enters the windows; a snapshot
-empties the journal; at start the daemon replays what the journal holds on
+drops what it holds from the journal; at start the daemon replays what the journal holds on
 top of the snapshot it loaded, then goes live. A batch replayed that was
 already counted before the crash is harmless: the windows count a mention
 id once per bucket, and incidents and actions are idempotent in the store.
@@ -36,17 +36,21 @@ class Journal:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        self._fd = self._open()
         self._encode = msgspec.msgpack.Encoder().encode
-        self.appended = 0
+        self.size = os.fstat(self._fd).st_size  # bytes recorded: a position for forget_before
+
+    def _open(self) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
 
     def append(self, batch: list[Event]) -> None:
         """Record a batch before it is processed."""
         mentions = [e for e in batch if isinstance(e, Mention)]
         metrics = [e for e in batch if isinstance(e, MetricPoint)]
         body = self._encode((mentions, metrics))
-        os.write(self._fd, _HEADER.pack(len(body)) + body)
-        self.appended += 1
+        record = _HEADER.pack(len(body)) + body
+        os.write(self._fd, record)
+        self.size += len(record)
 
     def replay(self) -> Iterator[list[Event]]:
         """The batches recorded since the last reset, oldest first.
@@ -73,7 +77,29 @@ class Journal:
     def reset(self) -> None:
         """Forget everything recorded: a snapshot now holds its effect."""
         os.ftruncate(self._fd, 0)
-        self.appended = 0
+        self.size = 0
+
+    def forget_before(self, position: int) -> None:
+        """Forget the records before ``position`` (a ``size`` read earlier), keep the rest.
+
+        A snapshot written in the background holds the batches recorded up
+        to the moment it was taken, not those that arrived while it was
+        being written: these move to a new file that replaces this one
+        (a crash before the rename leaves the whole journal, whose replay
+        on top of the new snapshot is harmless, as above).
+        """
+        if position >= self.size:
+            self.reset()
+            return
+        with self.path.open("rb") as fh:
+            fh.seek(position)
+            rest = fh.read()
+        fresh = self.path.with_suffix(".new")
+        fresh.write_bytes(rest)
+        os.replace(fresh, self.path)
+        os.close(self._fd)
+        self._fd = self._open()
+        self.size = len(rest)
 
     def close(self) -> None:
         """Close the file (its content stays for the next start)."""

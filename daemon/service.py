@@ -48,7 +48,12 @@ async def _announce_ready(source: MqttSource, notifier: Notifier) -> None:
 
 
 async def _recover(pipeline: Pipeline, journal: Journal, snapshot: Path) -> None:
-    """Replay what arrived after the last snapshot (a crash), then journal anew."""
+    """Replay what arrived after the last snapshot (a crash), then journal anew.
+
+    A journal that held anything is folded into a snapshot and emptied, even
+    when it held only a record the crash cut short: the batches recorded
+    next must not follow a torn one, where a replay would stop.
+    """
     mentions = 0
     for batch in journal.replay():
         await pipeline.feed(batch)
@@ -56,15 +61,41 @@ async def _recover(pipeline: Pipeline, journal: Journal, snapshot: Path) -> None
     pipeline.journal = journal
     if mentions:
         log.warning("replayed the journal after an unclean stop", mentions=mentions)
-        _save(pipeline, snapshot)  # fold it into a snapshot; the journal starts empty
+    if journal.size:
+        _save(pipeline, snapshot)
 
 
 async def _snapshot_every(pipeline: Pipeline, path: Path, interval: float) -> None:
-    """Save detector state periodically; each save also empties the journal, which
-    is all a restart after a crash has to replay on top of it."""
+    """Save detector state periodically; each save also drops from the journal what
+    it holds, and the journal is all a restart after a crash replays on top of it."""
     while True:
         await asyncio.sleep(interval)
+        await _save_aside(pipeline, path, timeout=interval)
+
+
+async def _save_aside(pipeline: Pipeline, path: Path, timeout: float) -> None:
+    """Snapshot the detectors from a forked child (:func:`daemon.snapshots.save_aside`).
+
+    What arrives while the child writes stays in the journal; a failed
+    snapshot leaves the journal whole, so a crash still loses nothing.
+    """
+    mark = pipeline.journal.size if pipeline.journal is not None else 0
+    start = time.monotonic()
+    try:  # (no await before the fork: ``mark`` is where the snapshot's state ends)
+        size = await snapshots.save_aside(path, pipeline.detect, pipeline.windows, timeout)
+    except OSError as exc:  # no memory or process to fork: save on the event loop instead
+        log.warning("could not fork the snapshot writer; saving in the daemon itself",
+                    error=str(exc))
         _save(pipeline, path)
+        return
+    except (snapshots.SnapshotFailed, TimeoutError) as exc:
+        log.error("detector snapshot failed; the journal keeps what it would have held",
+                  path=str(path), error=str(exc) or f"not written within {timeout:.0f} s")
+        return
+    if pipeline.journal is not None:
+        pipeline.journal.forget_before(mark)
+    log.info("detector snapshot saved", bytes=size, series=pipeline.detect.series_count,
+             seconds=round(time.monotonic() - start, 2))
 
 
 def _save(pipeline: Pipeline, path: Path) -> None:

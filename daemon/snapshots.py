@@ -9,12 +9,23 @@ and ignored: the daemon starts cold rather than not at all. Within a good
 one, a detector that an upgrade changed starts cold alone, and every
 detector takes the settings of the configuration it starts with
 (:meth:`daemon.detect.DetectStage.restore`).
+
+The periodic save runs in a forked child (:func:`save_aside`), as Redis's
+``BGSAVE`` does: at 10,000 series the snapshot is 350 MiB, and writing it
+held the event loop for 1.3 to 1.5 s, during which no bucket closed and no
+alert went out. The fork takes about 10 ms; the child sees the state as
+it was at that instant, copy-on-write, and writes it on the other core
+while the parent goes on. The save at shutdown, with nothing left to
+serve, is written in place (:func:`save`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import pickle
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -42,23 +53,100 @@ def path_in(state_dir: Path) -> Path:
     return state_dir / FILENAME
 
 
-def save(path: Path, detect: DetectStage, windows: Windows) -> int:
-    """Write the learnt state; the number of bytes written."""
+class SnapshotFailed(Exception):
+    """A snapshot written in the background did not reach the disk; the message says why."""
+
+
+def save(path: Path, detect: DetectStage, windows: Windows, tmp: Path | None = None) -> int:
+    """Write the learnt state (through ``tmp``, then renamed); the number of bytes written."""
     payload: dict[str, Any] = {
         "format": FORMAT,
         "saved_at": time.time(),
         "cadences": detect.cadences,
         "windows": windows.snapshot(),
     }
-    data = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = tmp or path.with_suffix(".tmp")
     with tmp.open("wb") as fh:
-        fh.write(data)
+        # Streamed to the file, not built as one bytes object first: at 10,000 series
+        # that object was a second 350 MiB, and the save took 2.05 s against 1.3-1.5 s.
+        pickle.dump(payload, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        size = fh.tell()
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-    return len(data)
+    return size
+
+
+async def save_aside(path: Path, detect: DetectStage, windows: Windows, timeout: float) -> int:
+    """Write the learnt state from a forked child; the number of bytes written.
+
+    The caller's state is the child's as it was at the fork: what the
+    pipeline does meanwhile is not in the snapshot (the journal keeps it:
+    see :meth:`daemon.journal.Journal.forget_before`). Raises
+    :class:`SnapshotFailed` when the child could not write it or ran past
+    ``timeout`` seconds (it is killed), ``OSError`` when there is no
+    memory or process to fork; cancelling kills the child too. Its
+    temporary file never replaces a good snapshot unless it is complete.
+    """
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    read, write = os.pipe()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(read)
+        os.close(write)
+        raise
+    if pid == 0:  # the child: write, report, and leave without running the parent's cleanup
+        os.close(read)
+        _write_and_exit(write, path, detect, windows, tmp)
+    os.close(write)
+    reader = asyncio.StreamReader()
+    pipe = os.fdopen(read, "rb", 0)
+    try:
+        transport, _ = await asyncio.get_running_loop().connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), pipe)
+        try:
+            report = (await asyncio.wait_for(reader.read(), timeout)).decode()
+        finally:
+            transport.close()
+    except BaseException:  # a timeout, or the daemon stopping
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        raise
+    finally:
+        pipe.close()
+        _, status = os.waitpid(pid, 0)  # (the child is gone or going: this does not wait long)
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            with contextlib.suppress(OSError):  # (none, or where no file can be)
+                tmp.unlink(missing_ok=True)
+    if code != 0 or not report.isdigit():
+        raise SnapshotFailed(report or f"the snapshot writer ended with exit code {code}")
+    return int(report)
+
+
+def _write_and_exit(report: int, path: Path, detect: DetectStage, windows: Windows,
+                    tmp: Path) -> None:
+    """The forked child's whole life: save, say how it went on ``report``, exit.
+
+    The parent's signal handlers are the parent's: a stop sent to the
+    service's whole cgroup ends the child at once (the parent unlinks its
+    temporary file) instead of waking the parent's event loop a second time.
+    """
+    code, message = 1, ""
+    try:
+        signal.set_wakeup_fd(-1)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_DFL)
+        message = str(save(path, detect, windows, tmp))
+        code = 0
+    except BaseException as exc:  # everything is reported, nothing re-raised
+        message = f"{type(exc).__name__}: {exc}"
+    finally:
+        with contextlib.suppress(OSError):
+            os.write(report, message.encode()[:4096])
+        os._exit(code)
 
 
 def load(path: Path, detect: DetectStage, windows: Windows) -> bool:
@@ -67,7 +155,8 @@ def load(path: Path, detect: DetectStage, windows: Windows) -> bool:
         log.info("no detector snapshot; starting cold", path=str(path))
         return False
     try:
-        payload = pickle.loads(path.read_bytes())  # our own state file
+        with path.open("rb") as fh:  # our own state file
+            payload = pickle.load(fh)
         if payload.get("format") != FORMAT:
             raise ValueError(f"snapshot format {payload.get('format')}, expected {FORMAT}")
         cadences = payload["cadences"]
