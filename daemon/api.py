@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from daemon.decode import Decoder
     from daemon.pipeline import Pipeline
     from daemon.response import Response
+    from daemon.snapshots import SnapshotStats
     from daemon.sources.mqtt import MqttSource
 
 log = structlog.get_logger("crisisd.api")
@@ -123,6 +124,7 @@ class ControlApi:
         source: MqttSource | None = None,
         decoder: Decoder | None = None,
         latency: metrics.DeliveryLatency | None = None,
+        snapshots: SnapshotStats | None = None,
         reload: Callable[[], list[str]] | None = None,
     ) -> None:
         self.cfg = cfg
@@ -131,6 +133,7 @@ class ControlApi:
         self.source = source
         self.decoder = decoder
         self.latency = latency
+        self.snapshots = snapshots
         self.reload = reload
         self.token = cfg.token()
         self.open_reads = is_loopback(cfg.host) and not cfg.auth_reads
@@ -277,7 +280,8 @@ class ControlApi:
                 return self.healthz()
             case ("GET", ["metrics"]):
                 text = metrics.render(self.pipeline, decoder=self.decoder, source=self.source,
-                                      response=self.response, latency=self.latency)
+                                      response=self.response, latency=self.latency,
+                                      snapshots=self.snapshots)
                 return Reply(200, text.encode(), metrics.CONTENT_TYPE)
             case ("GET", ["incidents"]):
                 return Reply.json(self.list_incidents(query.get("all") in ("1", "true")))

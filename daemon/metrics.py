@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from daemon.outbox import Outbox
     from daemon.pipeline import Pipeline
     from daemon.response import Response
+    from daemon.snapshots import SnapshotStats
     from daemon.sources.mqtt import MqttSource
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -122,6 +123,7 @@ def render(
     source: MqttSource | None = None,
     response: Response | None = None,
     latency: DeliveryLatency | None = None,
+    snapshots: SnapshotStats | None = None,
     now: float | None = None,
 ) -> str:
     """Every metric, in the Prometheus text format (version 0.0.4)."""
@@ -163,6 +165,23 @@ def render(
     if stats.last_event_wall:
         w.metric("crisisd_last_event_age_seconds", "gauge",
                  "Seconds since the last batch of events arrived.", now - stats.last_event_wall)
+    if pipeline.journal is not None:
+        w.metric("crisisd_journal_bytes", "gauge",
+                 "Bytes of mentions journaled since the last snapshot (replayed after a crash).",
+                 pipeline.journal.size)
+    if snapshots is not None:
+        w.metric("crisisd_snapshots_total", "counter",
+                 "Detector snapshots attempted, by outcome (saved, failed).",
+                 [({"outcome": "saved"}, snapshots.count),
+                  ({"outcome": "failed"}, snapshots.failed)])
+        if snapshots.count:
+            w.metric("crisisd_snapshot_last_success_timestamp_seconds", "gauge",
+                     "When the last detector snapshot reached the disk (Unix time).",
+                     snapshots.last_at)
+            w.metric("crisisd_snapshot_seconds", "gauge",
+                     "How long the last detector snapshot took to write.", snapshots.last_seconds)
+            w.metric("crisisd_snapshot_bytes", "gauge", "Size of the last detector snapshot.",
+                     snapshots.last_bytes)
     if source is not None:
         w.metric("crisisd_mqtt_connected", "gauge", "1 while the broker connection is up.",
                  int(source.connected))

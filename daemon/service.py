@@ -47,7 +47,7 @@ async def _announce_ready(source: MqttSource, notifier: Notifier) -> None:
     log.info("ready")
 
 
-async def _recover(pipeline: Pipeline, journal: Journal, snapshot: Path) -> None:
+async def _recover(pipeline: Pipeline, journal: Journal, saver: Snapshotter) -> None:
     """Replay what arrived after the last snapshot (a crash), then journal anew.
 
     A journal that held anything is folded into a snapshot and emptied, even
@@ -62,52 +62,68 @@ async def _recover(pipeline: Pipeline, journal: Journal, snapshot: Path) -> None
     if mentions:
         log.warning("replayed the journal after an unclean stop", mentions=mentions)
     if journal.size:
-        _save(pipeline, snapshot)
+        saver.save()
 
 
-async def _snapshot_every(pipeline: Pipeline, path: Path, interval: float) -> None:
-    """Save detector state periodically; each save also drops from the journal what
-    it holds, and the journal is all a restart after a crash replays on top of it."""
-    while True:
-        await asyncio.sleep(interval)
-        await _save_aside(pipeline, path, timeout=interval)
+class Snapshotter:
+    """Saves the detectors' state, keeps the journal to what no snapshot holds yet, and
+    counts how it went (``/metrics``: a snapshot failing every time costs the warm
+    restart, and the journal, which no snapshot then empties, grows without end)."""
 
+    def __init__(self, pipeline: Pipeline, path: Path) -> None:
+        self.pipeline = pipeline
+        self.path = path
+        self.stats = snapshots.SnapshotStats()
 
-async def _save_aside(pipeline: Pipeline, path: Path, timeout: float) -> None:
-    """Snapshot the detectors from a forked child (:func:`daemon.snapshots.save_aside`).
+    async def every(self, interval: float) -> None:
+        """Save periodically, each time from a forked child given until the next."""
+        while True:
+            await asyncio.sleep(interval)
+            await self.save_aside(timeout=interval)
 
-    What arrives while the child writes stays in the journal; a failed
-    snapshot leaves the journal whole, so a crash still loses nothing.
-    """
-    mark = pipeline.journal.size if pipeline.journal is not None else 0
-    start = time.monotonic()
-    try:  # (no await before the fork: ``mark`` is where the snapshot's state ends)
-        size = await snapshots.save_aside(path, pipeline.detect, pipeline.windows, timeout)
-    except OSError as exc:  # no memory or process to fork: save on the event loop instead
-        log.warning("could not fork the snapshot writer; saving in the daemon itself",
-                    error=str(exc))
-        _save(pipeline, path)
-        return
-    except (snapshots.SnapshotFailed, TimeoutError) as exc:
-        log.error("detector snapshot failed; the journal keeps what it would have held",
-                  path=str(path), error=str(exc) or f"not written within {timeout:.0f} s")
-        return
-    if pipeline.journal is not None:
-        pipeline.journal.forget_before(mark)
-    log.info("detector snapshot saved", bytes=size, series=pipeline.detect.series_count,
-             seconds=round(time.monotonic() - start, 2))
+    async def save_aside(self, timeout: float) -> None:
+        """Snapshot from a forked child (:func:`daemon.snapshots.save_aside`).
 
+        What arrives while the child writes stays in the journal; a failed
+        snapshot leaves the journal whole, so a crash still loses nothing.
+        """
+        pipeline = self.pipeline
+        mark = pipeline.journal.size if pipeline.journal is not None else 0
+        start = time.monotonic()
+        try:  # (no await before the fork: ``mark`` is where the snapshot's state ends)
+            size = await snapshots.save_aside(self.path, pipeline.detect, pipeline.windows,
+                                              timeout)
+        except OSError as exc:  # no memory or process to fork: save on the event loop instead
+            log.warning("could not fork the snapshot writer; saving in the daemon itself",
+                        error=str(exc))
+            self.save()
+            return
+        except (snapshots.SnapshotFailed, TimeoutError) as exc:
+            self.stats.failed += 1
+            log.error("detector snapshot failed; the journal keeps what it would have held",
+                      path=str(self.path), error=str(exc) or f"not written within {timeout:.0f} s")
+            return
+        if pipeline.journal is not None:
+            pipeline.journal.forget_before(mark)
+        self._saved(size, time.monotonic() - start)
 
-def _save(pipeline: Pipeline, path: Path) -> None:
-    """Snapshot the detectors; the journal then starts afresh (the snapshot holds it)."""
-    try:
-        size = snapshots.save(path, pipeline.detect, pipeline.windows)
-    except (OSError, pickle.PicklingError) as exc:
-        log.error("detector snapshot failed", path=str(path), error=str(exc))
-        return
-    if pipeline.journal is not None:
-        pipeline.journal.reset()
-    log.info("detector snapshot saved", bytes=size, series=pipeline.detect.series_count)
+    def save(self) -> None:
+        """Snapshot in place (at shutdown, after a recovery); the journal then starts afresh."""
+        start = time.monotonic()
+        try:
+            size = snapshots.save(self.path, self.pipeline.detect, self.pipeline.windows)
+        except (OSError, pickle.PicklingError) as exc:
+            self.stats.failed += 1
+            log.error("detector snapshot failed", path=str(self.path), error=str(exc))
+            return
+        if self.pipeline.journal is not None:
+            self.pipeline.journal.reset()
+        self._saved(size, time.monotonic() - start)
+
+    def _saved(self, size: int, seconds: float) -> None:
+        self.stats.saved(size, seconds)
+        log.info("detector snapshot saved", bytes=size, series=self.pipeline.detect.series_count,
+                 seconds=round(seconds, 2))
 
 
 def reload(
@@ -154,17 +170,17 @@ async def serve(cfg: Config, path: Path | None = None, notifier: Notifier | None
     pipeline, response = assemble(cfg, RealClock())
     if cfg.windows.max_ahead is not None:
         pipeline.wall = time.time
-    snapshot = snapshots.path_in(cfg.state_dir)
-    snapshots.load(snapshot, pipeline.detect, pipeline.windows)
+    saver = Snapshotter(pipeline, snapshots.path_in(cfg.state_dir))
+    snapshots.load(saver.path, pipeline.detect, pipeline.windows)
     journal = Journal(cfg.state_dir / JOURNAL)
-    await _recover(pipeline, journal, snapshot)
+    await _recover(pipeline, journal, saver)
     pipeline.meet_the_clock()
     latency = metrics.DeliveryLatency()
     if response is not None:
         latency.attach(response.engine.outbox)
         await response.start()
     api = ControlApi(cfg.api, pipeline, response=response, source=source, decoder=decoder,
-                     latency=latency,
+                     latency=latency, snapshots=saver.stats,
                      reload=lambda: reload(path, pipeline, response, notifier))
     if cfg.api.enabled:
         try:
@@ -186,7 +202,7 @@ async def serve(cfg: Config, path: Path | None = None, notifier: Notifier | None
         asyncio.create_task(_announce_ready(source, notifier), name="sd-ready"),
         asyncio.create_task(notifier.watchdog(), name="sd-watchdog"),
         asyncio.create_task(
-            _snapshot_every(pipeline, snapshot, cfg.detection.snapshot_interval),
+            saver.every(cfg.detection.snapshot_interval),
             name="snapshots",
         ),
     ]
@@ -210,7 +226,7 @@ async def serve(cfg: Config, path: Path | None = None, notifier: Notifier | None
             task.cancel()
         await api.stop()
         pipeline.close()
-        _save(pipeline, snapshot)
+        saver.save()
         journal.close()
         if response is not None:
             await response.stop()

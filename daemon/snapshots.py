@@ -27,6 +27,7 @@ import os
 import pickle
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,24 @@ FILENAME = "detectors.snapshot"
 def path_in(state_dir: Path) -> Path:
     """Where the snapshot lives in a state directory."""
     return state_dir / FILENAME
+
+
+@dataclass
+class SnapshotStats:
+    """How the snapshots went since the start (``/metrics``)."""
+
+    count: int = 0
+    failed: int = 0
+    last_at: float = 0.0  # wall clock of the last one saved; 0: none yet
+    last_seconds: float = 0.0
+    last_bytes: int = 0
+
+    def saved(self, size: int, seconds: float) -> None:
+        """Count a snapshot that reached the disk."""
+        self.count += 1
+        self.last_at = time.time()
+        self.last_seconds = seconds
+        self.last_bytes = size
 
 
 class SnapshotFailed(Exception):

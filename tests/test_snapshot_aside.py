@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from test_detect_stage import DAY, A, B, M, N, cfg, counts, run
 
-from daemon import service, snapshots
+from daemon import metrics, service, snapshots
 from daemon.clock import SimClock
 from daemon.config import Config
 from daemon.detect import DetectStage
@@ -114,11 +114,17 @@ async def test_the_journal_keeps_what_arrived_while_the_child_wrote(tmp_path: Pa
     pipeline.journal = Journal(tmp_path / "journal.bin")
     await pipeline.feed([_mention(0), _mention(1)])
     path = tmp_path / "detectors.snapshot"
-    saving = asyncio.create_task(service._save_aside(pipeline, path, timeout=60))
+    saver = service.Snapshotter(pipeline, path)
+    saving = asyncio.create_task(saver.save_aside(timeout=60))
     await asyncio.sleep(0)  # forked
     await pipeline.feed([_mention(2)])  # not in the snapshot: the journal must keep it
     await saving
-    assert path.exists()
+    assert (saver.stats.count, saver.stats.failed) == (1, 0)
+    assert saver.stats.last_bytes == path.stat().st_size
+    text = metrics.render(pipeline, snapshots=saver.stats)
+    assert 'crisisd_snapshots_total{outcome="saved"} 1' in text
+    assert f"crisisd_journal_bytes {pipeline.journal.size}" in text
+    assert "crisisd_snapshot_last_success_timestamp_seconds" in text
     assert list(pipeline.journal.replay()) == [[_mention(2)]]
     await pipeline.feed([_mention(3)])  # appends go on after the kept record
     assert list(pipeline.journal.replay()) == [[_mention(2)], [_mention(3)]]
@@ -131,8 +137,12 @@ async def test_a_failed_snapshot_leaves_the_journal_whole(tmp_path: Path):
     await pipeline.feed([_mention(0)])
     blocked = tmp_path / "not-a-dir"
     blocked.write_text("")
-    await service._save_aside(pipeline, blocked / "detectors.snapshot", timeout=60)
+    saver = service.Snapshotter(pipeline, blocked / "detectors.snapshot")
+    await saver.save_aside(timeout=60)
     assert list(pipeline.journal.replay()) == [[_mention(0)]]
+    text = metrics.render(pipeline, snapshots=saver.stats)
+    assert 'crisisd_snapshots_total{outcome="failed"} 1' in text
+    assert "crisisd_snapshot_last_success_timestamp_seconds" not in text  # none yet
     pipeline.close()
 
 
@@ -141,7 +151,8 @@ async def test_a_journal_holding_only_a_torn_record_is_emptied_at_start(tmp_path
     (tmp_path / "journal.bin").write_bytes(b"\x10\x00\x00\x00partial")
     journal = Journal(tmp_path / "journal.bin")
     pipeline = Pipeline(Config(), SimClock())
-    await service._recover(pipeline, journal, tmp_path / "detectors.snapshot")
+    await service._recover(pipeline, journal,
+                           service.Snapshotter(pipeline, tmp_path / "detectors.snapshot"))
     assert journal.size == 0 == (tmp_path / "journal.bin").stat().st_size
     await pipeline.feed([_mention(0)])
     assert list(journal.replay()) == [[_mention(0)]]
