@@ -11,8 +11,10 @@ then measures what they do not:
 * **pipeline tick, 10,000 series**: one watermark advance closing a bucket of
   each of 10,000 series through windows, every detector and the incident
   stage (detectors warmed on 20 buckets first); then the detector snapshot
-  of them: its size, and the time to save it and to load it into a new
-  pipeline as a restart does;
+  of them: its size; the time a forked child takes to write it, the event
+  loop's longest stall meanwhile, and a tick run beside it (its time, and the
+  memory copy-on-write copies for it); the time to save it in place, as at
+  shutdown; and to load it into a new pipeline as a restart does;
 * **soak**: a 1,000,000-mention replay (20 series, a simulated week) in a
   child process: peak RSS and RSS growth from 20% to 100% of the stream (a
   leak shows as growth; a bounded design stays flat once every ring is full);
@@ -31,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import random
 import re
@@ -39,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -164,7 +168,12 @@ def pipeline_tick(series: int = 10_000, warm: int = 20) -> list[Row]:
         assert closed >= series, f"only {closed} buckets closed"
         found.append(pipeline.stats.anomalies.total() - anomalies)
         found.append(pipeline.stats.detect_seconds - detect)
+        await pipeline.feed(bucket(warm + 1))  # the tick the snapshot below runs beside
         return seconds
+
+    async def next_tick() -> None:
+        await pipeline.feed([Mention("closer2", t0 + 60 * (warm + 2) + lateness + 1, brands[0],
+                                     "twitter", "x", sentiment=0.1)])
 
     found: list[float] = []
     seconds = asyncio.run(run())
@@ -177,7 +186,7 @@ def pipeline_tick(series: int = 10_000, warm: int = 20) -> list[Row]:
         start = time.perf_counter()
         size = snapshots.save(path, pipeline.detect, pipeline.windows)
         saved = time.perf_counter() - start
-        aside, stall = asyncio.run(_save_aside(path, pipeline))
+        aside, stall, beside, copied = asyncio.run(_save_aside(path, pipeline, next_tick))
         pipeline.close()
         restarted = Pipeline(cfg, SimClock())
         start = time.perf_counter()
@@ -186,22 +195,32 @@ def pipeline_tick(series: int = 10_000, warm: int = 20) -> list[Row]:
         restarted.close()
     return [tick, (f"detector snapshot, {series:,} series", f"{size / 2**20:.0f} MiB",
                    f"written in {aside:.2f} s by a forked child, the event loop's longest "
-                   f"stall meanwhile {stall * 1e3:.0f} ms (saved in the daemon itself, as at "
-                   f"shutdown: {saved:.2f} s); loaded into a restarted pipeline in "
+                   f"stall meanwhile {stall * 1e3:.0f} ms; a tick beside it {beside * 1e3:.0f} ms,"
+                   f" copying {copied:.0f} MiB of shared pages (saved in the daemon itself, as "
+                   f"at shutdown: {saved:.2f} s); loaded into a restarted pipeline in "
                    f"{loaded:.2f} s ({size / series / 1024:.1f} KiB per series)")]
 
 
-async def _save_aside(path: Path, pipeline: Any) -> tuple[float, float]:
-    """The periodic snapshot as the daemon takes it: its duration, and the longest the
-    event loop went without running (a 1 ms heartbeat's longest gap) while it ran."""
+def _private_dirty_mib() -> float:
+    """This process's private dirty memory: after a fork, what it has copied since."""
+    for line in Path("/proc/self/smaps_rollup").read_text().splitlines():
+        if line.startswith("Private_Dirty:"):
+            return int(line.split()[1]) / 1024
+    return math.nan
+
+
+async def _save_aside(path: Path, pipeline: Any, tick: Callable[[], Awaitable[None]]
+                      ) -> tuple[float, float, float, float]:
+    """The periodic snapshot as the daemon takes it: its duration; the longest the event
+    loop went without running (a 1 ms heartbeat's longest gap) in its first 0.2 s; and
+    a tick run while the child writes: its duration and the MiB it copied (copy on write)."""
     from daemon import snapshots
 
     gaps = [0.0]
-    saving = True
 
     async def heartbeat() -> None:
         last = time.perf_counter()
-        while saving:
+        while True:
             await asyncio.sleep(0.001)
             now = time.perf_counter()
             gaps.append(now - last)
@@ -211,11 +230,18 @@ async def _save_aside(path: Path, pipeline: Any) -> tuple[float, float]:
     await asyncio.sleep(0.05)
     gaps.clear()
     start = time.perf_counter()
-    await snapshots.save_aside(path, pipeline.detect, pipeline.windows, timeout=600)
-    seconds = time.perf_counter() - start
-    saving = False
-    await beat
-    return seconds, max(gaps)
+    saving = asyncio.create_task(
+        snapshots.save_aside(path, pipeline.detect, pipeline.windows, timeout=600))
+    await asyncio.sleep(0.2)
+    beat.cancel()
+    stall = max(gaps)
+    shared = _private_dirty_mib()
+    begun = time.perf_counter()
+    await tick()
+    beside = time.perf_counter() - begun
+    copied = _private_dirty_mib() - shared
+    await saving
+    return time.perf_counter() - start, stall, beside, copied
 
 
 # ---------------------------------------------------------------------- soak

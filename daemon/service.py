@@ -224,6 +224,9 @@ async def serve(cfg: Config, path: Path | None = None, notifier: Notifier | None
         stopper.cancel()
         for task in helpers:
             task.cancel()
+        # A snapshot child still writing is killed before the final save below, which
+        # it could otherwise overwrite with an older state when it finished last.
+        await asyncio.gather(*helpers, return_exceptions=True)
         await api.stop()
         pipeline.close()
         saver.save()
