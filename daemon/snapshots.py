@@ -26,6 +26,7 @@ import contextlib
 import os
 import pickle
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,14 +136,30 @@ async def save_aside(path: Path, detect: DetectStage, windows: Windows, timeout:
         raise
     finally:
         pipe.close()
-        _, status = os.waitpid(pid, 0)  # (the child is gone or going: this does not wait long)
-        code = os.waitstatus_to_exitcode(status)
+        code = _reap(pid)
         if code != 0:
             with contextlib.suppress(OSError):  # (none, or where no file can be)
                 tmp.unlink(missing_ok=True)
     if code != 0 or not report.isdigit():
         raise SnapshotFailed(report or f"the snapshot writer ended with exit code {code}")
     return int(report)
+
+
+def _reap(pid: int) -> int | None:
+    """The exit code of a child that has ended or been killed; None if it has not yet.
+
+    Killed in the middle of a write to a hung disk, a process can take any
+    time to go: after a tenth of a second a thread waits for it instead, so
+    the event loop never does.
+    """
+    for _ in range(20):
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.005)
+    threading.Thread(target=os.waitpid, args=(pid, 0), name="snapshot-reaper",
+                     daemon=True).start()
+    return None
 
 
 def _write_and_exit(report: int, path: Path, detect: DetectStage, windows: Windows,

@@ -157,3 +157,18 @@ async def test_a_journal_holding_only_a_torn_record_is_emptied_at_start(tmp_path
     await pipeline.feed([_mention(0)])
     assert list(journal.replay()) == [[_mention(0)]]
     pipeline.close()
+
+
+def test_a_writer_that_will_not_die_is_left_to_a_thread_not_the_event_loop():
+    """After SIGKILL a process stuck on a hung disk lingers; the loop waits a tenth of a second."""
+    pid = os.fork()
+    if pid == 0:  # stands in for the stuck writer: it goes only when it is ready
+        time.sleep(1.0)
+        os._exit(0)
+    start = time.monotonic()
+    assert snapshots._reap(pid) is None
+    assert time.monotonic() - start < 0.5
+    deadline = time.monotonic() + 10
+    while not _gone(pid) and time.monotonic() < deadline:  # the reaper thread collects it
+        time.sleep(0.05)
+    assert _gone(pid)
