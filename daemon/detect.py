@@ -381,11 +381,12 @@ class DetectStage:
                     _Fired(signal, float(shown[j]), float(scores[j]), band))
             bank.learn(t, slots, x, n)
             self._log_ready(cad, signal, buckets, pos, slots, warm)
-            if self.on_score is not None:
-                for j, k in enumerate(range(len(buckets)) if pos is None else pos.tolist()):
+            if self.on_score is not None:  # (lists: a numpy scalar per row costs more)
+                rows = zip(range(len(buckets)) if pos is None else pos.tolist(), shown.tolist(),
+                           scores.tolist(), alert.tolist(), strict=True)
+                for k, value, score, alerted in rows:
                     b = buckets[k]
-                    self.on_score(b.series, signal, b, float(shown[j]), float(scores[j]),
-                                  bool(alert[j]))
+                    self.on_score(b.series, signal, b, value, score, alerted)
         if plan.terms is not None and cad.terms is not None:
             tpos, tslots = plan.terms
             idx = range(len(buckets)) if tpos is None else tpos.tolist()
