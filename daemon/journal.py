@@ -6,8 +6,8 @@ the detectors' state is snapshotted only every few minutes. Without a
 journal a ``kill -9`` would lose what arrived since the last snapshot. Each
 batch is appended here (one ``write`` to an append-only file, which survives
 the process being killed) just before it enters the windows; a snapshot
-drops what it holds from the journal; at start the daemon replays what the journal holds on
-top of the snapshot it loaded, then goes live. A batch replayed that was
+drops from the journal what it holds; at start the daemon replays what the
+journal still holds on top of the snapshot it loaded, then goes live. A batch replayed that was
 already counted before the crash is harmless: the windows count a mention
 id once per bucket, and incidents and actions are idempotent in the store.
 """
