@@ -97,8 +97,10 @@ class Records(_Hours):
     def roll(self, slots: Slots, t: float) -> None:
         """Move the window on to event time ``t``: close every open hour that has passed."""
         h = int(t // HOUR)
+        if h == self.oldest:  # every slot is in this hour already: the usual push
+            return
         r = self._passed(slots, h)
-        if not len(r):  # every slot is in this hour already: the usual push
+        if not len(r):
             return
         started = r[self.hour[r] >= 0]
         if len(started):
@@ -119,7 +121,7 @@ class Records(_Hours):
              mask: np.ndarray | None = None) -> None:
         """Add the values at event time ``t`` (only where ``mask``, if given)."""
         self.roll(slots, t)
-        if mask is not None:
+        if mask is not None and not mask.all():  # (all: keep the slots every slot's view)
             slots, x = slots[mask], x[mask]
         rows = self._rows(slots)
         self.cur[rows] = np.maximum(self.cur[rows], x)
