@@ -97,10 +97,8 @@ class Records(_Hours):
     def roll(self, slots: Slots, t: float) -> None:
         """Move the window on to event time ``t``: close every open hour that has passed."""
         h = int(t // HOUR)
-        if h == self.oldest:  # every slot is in this hour already: the usual push
-            return
         r = self._passed(slots, h)
-        if not len(r):
+        if not len(r):  # every slot is in this hour already: the usual push
             return
         started = r[self.hour[r] >= 0]
         if len(started):
