@@ -104,10 +104,11 @@ async def save_aside(path: Path, detect: DetectStage, windows: Windows, timeout:
     The caller's state is the child's as it was at the fork: what the
     pipeline does meanwhile is not in the snapshot (the journal keeps it:
     see :meth:`daemon.journal.Journal.forget_before`). Raises
-    :class:`SnapshotFailed` when the child could not write it or ran past
-    ``timeout`` seconds (it is killed), ``OSError`` when there is no
-    memory or process to fork; cancelling kills the child too. Its
-    temporary file never replaces a good snapshot unless it is complete.
+    :class:`SnapshotFailed` when the child could not write it,
+    ``TimeoutError`` when it ran past ``timeout`` seconds (it is killed),
+    ``OSError`` when there is no memory or process to fork; cancelling
+    kills the child too. Its temporary file never replaces a good snapshot
+    unless it is complete.
     """
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     read, write = os.pipe()
