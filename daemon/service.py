@@ -67,8 +67,8 @@ async def _recover(pipeline: Pipeline, journal: Journal, saver: Snapshotter) -> 
 
 class Snapshotter:
     """Saves the detectors' state, keeps the journal to what no snapshot holds yet, and
-    counts how it went (``/metrics``: a snapshot failing every time costs the warm
-    restart, and the journal, which no snapshot then empties, grows without end)."""
+    counts how it went (``/metrics``: while snapshots fail the journal, which no
+    snapshot then empties, grows without end, and so does the replay after a crash)."""
 
     def __init__(self, pipeline: Pipeline, path: Path) -> None:
         self.pipeline = pipeline
