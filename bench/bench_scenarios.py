@@ -23,6 +23,7 @@ Usage::
     .venv/bin/python bench/bench_scenarios.py --scenarios normal --seeds 6 --days 15
     .venv/bin/python bench/bench_scenarios.py --intensity 0.5    # crises half as loud
     .venv/bin/python bench/bench_scenarios.py --scenarios normal --start-day sat   # new brands
+    .venv/bin/python bench/bench_scenarios.py --at 03:05    # crises that break in the night
 """
 
 from __future__ import annotations
@@ -44,12 +45,13 @@ import msgspec
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from daemon import backtest, demo  # noqa: E402
+from daemon import backtest, demo, logs  # noqa: E402
 from daemon.config import load as load_config  # noqa: E402
 from daemon.domain import IncidentChange  # noqa: E402
 
 DAY = demo.DAY
 HOUR = 3600.0
+AFTERNOON = 14 * HOUR + 300
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 #: The slow drift of every brand's rate (see demo.Traffic): the log of NAB's ten
 #: Twitter series strays from its hour-of-week median by 0.18 to 0.60 (robust
@@ -156,19 +158,21 @@ def brands(peaks: Iterable[float], seeds: int, only: Iterable[str] = (),
     return out
 
 
-def crisis_time(start: float, days: float, brand: Brand) -> float:
-    """The afternoon (14:05 local) of the last full weekday but one."""
-    at = start + (days - 2) * DAY + 14 * HOUR + 300 - brand.traffic.utc_offset * HOUR
+def crisis_time(start: float, days: float, brand: Brand, local: float = AFTERNOON) -> float:
+    """``local`` seconds after midnight, brand time (14:05 by default), on the last
+    full weekday but one."""
+    at = start + (days - 2) * DAY + local - brand.traffic.utc_offset * HOUR
     while brand.traffic.is_weekend(at):
         at -= DAY
     return at
 
 
-def stream(bs: list[Brand], start: float, days: float) -> Iterator[dict[str, Any]]:
+def stream(bs: list[Brand], start: float, days: float, local: float = AFTERNOON
+           ) -> Iterator[dict[str, Any]]:
     """All brands' mentions merged in time order."""
     def one(b: Brand) -> Iterator[dict[str, Any]]:
         for m in demo.mentions(b.seed, days, brand=b.name, start=start,
-                               storm=b.storm(crisis_time(start, days, b)), traffic=b.traffic,
+                               storm=b.storm(crisis_time(start, days, b, local)), traffic=b.traffic,
                                channels=(("twitter", 0.75), ("facebook", 0.25))):
             m["id"] = f"{b.name}-{m['id']}"
             yield m
@@ -198,8 +202,8 @@ class Outcome:
 
 
 def run(peaks: Iterable[float], seeds: int, days: float, start: float = demo.START,
-        only: Iterable[str] = (), wander: float = WANDER, intensity: float = 1.0
-        ) -> tuple[list[Outcome], dict[str, Any]]:
+        only: Iterable[str] = (), wander: float = WANDER, intensity: float = 1.0,
+        local: float = AFTERNOON) -> tuple[list[Outcome], dict[str, Any]]:
     """Generate, replay with the shipped configuration, and judge every brand."""
     bs = brands(peaks, seeds, only, wander, intensity)
     cfg = load_config(ROOT / "config.yaml")
@@ -211,7 +215,7 @@ def run(peaks: Iterable[float], seeds: int, days: float, start: float = demo.STA
         began = time.perf_counter()
         encode, count = msgspec.json.encode, 0
         with path.open("wb") as fh:
-            for m in stream(bs, start, days):
+            for m in stream(bs, start, days, local):
                 fh.write(encode(m) + b"\n")
                 count += 1
         figures["generate_s"] = time.perf_counter() - began
@@ -226,7 +230,7 @@ def run(peaks: Iterable[float], seeds: int, days: float, start: float = demo.STA
             inc = e.incident
             by_brand[inc.brand].append((inc.opened_at, inc.playbook,
                                         ",".join(sorted(inc.signals))))
-    outcomes = [Outcome(b, crisis_time(start, days, b), by_brand[b.name]) for b in bs]
+    outcomes = [Outcome(b, crisis_time(start, days, b, local), by_brand[b.name]) for b in bs]
     return outcomes, figures
 
 
@@ -284,11 +288,17 @@ def main() -> None:
     ap.add_argument("--intensity", type=float, default=1.0,
                     help="every storm's extra mentions as a multiple of its scenario's "
                          "(the influencer's one post is the same), e.g. 0.5 for smaller crises")
+    ap.add_argument("--at", default="14:05", metavar="HH:MM",
+                    help="the brands' local time the scenarios start at, e.g. 03:05 for a "
+                         "crisis that breaks in the night")
     args = ap.parse_args()
+    logs.setup("warning")  # the report, not every anomaly's log line
+    hh, mm = (int(x) for x in args.at.split(":"))
     only = [s for s in args.scenarios.split(",") if s]
     start = demo.START + WEEKDAYS.index(args.start_day) * DAY  # demo.START is a Monday
     outcomes, figures = run([float(p) for p in args.peaks.split(",")], args.seeds, args.days,
-                            start=start, only=only, wander=args.wander, intensity=args.intensity)
+                            start=start, only=only, wander=args.wander, intensity=args.intensity,
+                            local=hh * HOUR + mm * 60.0)
     print(report(outcomes, figures))
 
 
