@@ -337,7 +337,8 @@ class Hold(Bank):
 
 
 def record_gate(p_model: FloatArray, z: FloatArray, rec: Records, slots: Slots, cap: float,
-                per_hour: float, rate: FloatArray | float = 1.0) -> FloatArray:
+                per_hour: float, rate: FloatArray | float = 1.0,
+                before: FloatArray | None = None) -> FloatArray:
     """Tail probabilities that also ask whether the standardised level ``z`` beats the record.
 
     Why: per-bucket tail probabilities of 1e-3 happen a few times a day at
@@ -352,7 +353,9 @@ def record_gate(p_model: FloatArray, z: FloatArray, rec: Records, slots: Slots, 
     ``N`` counts hours (``per_hour`` values make one): buckets a minute apart
     are not independent chances, and so at rate 1 a five-day record has to
     be beaten by about two standard deviations before ``p`` reaches 1e-3, at
-    any bucket length.
+    any bucket length. Where ``before`` (the records when an excursion
+    began) is not NaN, the record is taken as at most that: an excursion is
+    judged against the records from before it, not against its own start.
 
     Examples
     --------
@@ -369,7 +372,8 @@ def record_gate(p_model: FloatArray, z: FloatArray, rec: Records, slots: Slots, 
         return p_model
     n = rec.values(slots) / per_hour
     with np.errstate(invalid="ignore"):
-        e = np.minimum(rate * (rec.peak(slots) - z), 700.0)
+        peak = rec.peak(slots) if before is None else np.fmin(rec.peak(slots), before)
+        e = np.minimum(rate * (peak - z), 700.0)
         p_rec = np.minimum(np.exp(e) / (n + 1.0), cap)
     gated = np.maximum(p_rec, p_model)
     return np.where(deep & (n > 0.0), gated, p_model)

@@ -36,8 +36,9 @@ class _Evaluation(NamedTuple):
     """What scoring a bucket found, kept for ``learn`` (and ``evidence``) to reuse.
 
     ``hour`` is the hour's expected count, its variance, its count and the
-    variance of independent buckets (:meth:`SeasonalCountDetector._hour`);
-    it and ``p_fall`` are None without falls.
+    variance of independent buckets (:meth:`SeasonalCountDetector._hour`),
+    ``p_fall`` and ``deficit`` what :meth:`Shortfall.tail` made of it; all
+    three are None without falls.
     """
 
     season: FloatArray
@@ -47,6 +48,7 @@ class _Evaluation(NamedTuple):
     p: FloatArray
     p_fall: FloatArray | None
     hour: tuple[FloatArray, ...] | None
+    deficit: FloatArray | None
 
 
 class SeasonalCountDetector(Bank):
@@ -355,9 +357,10 @@ class SeasonalCountDetector(Bank):
                 p_rec = 2.0 * np.minimum(p_rec, ph)
             p[deep] = np.maximum(p[deep], np.minimum(p_rec, self.record_cap))
         if self.shortfall is None:
-            return _Evaluation(season, dw, mu, phi, p, None, None)
+            return _Evaluation(season, dw, mu, phi, p, None, None, None)
         hour = self._hour(slots, x, mu, phi)
-        return _Evaluation(season, dw, mu, phi, p, self.shortfall.tail(t, slots, *hour[:3]), hour)
+        p_fall, deficit = self.shortfall.tail(t, slots, *hour[:3])
+        return _Evaluation(season, dw, mu, phi, p, p_fall, hour, deficit)
 
     def score(self, t: float, slots: Slots, x: FloatArray, n: FloatArray) -> FloatArray:
         """``1 − p`` of each ``x``, conditional on any excursion in progress; 0 if cold."""
@@ -384,7 +387,7 @@ class SeasonalCountDetector(Bank):
         """Update the seasonal model, the records and the excursion hold."""
         kept = self._kept(t, slots, x, n)
         ev, said, _ = kept if kept is not None else (self._evaluate(t, slots, x), None, None)
-        s, dw, mu, phi, p, p_fall, pooled = ev
+        s, dw, mu, phi, p, p_fall, pooled, deficit = ev
         rows = self._rows(slots)  # (views below are only read, or written back whole)
         den = self.lvl_den[rows]
         num = self.lvl_num[rows]
@@ -402,7 +405,7 @@ class SeasonalCountDetector(Bank):
                         x[:, None] if self.shortfall is None
                         else np.stack((x, mu, mu + phi * mu * mu), axis=1))
         if self.shortfall is not None:
-            self.shortfall.learn(t, slots, *pooled, p_fall, warm)
+            self.shortfall.learn(t, slots, *pooled, p_fall, deficit, warm)
         p = p.copy()
         p[~warm] = 1.0
         self.hold.push(slots, t, p, said)

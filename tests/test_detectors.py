@@ -63,6 +63,21 @@ def seasonal_stream(days: float, seed: int = 0, base: float = 30.0, phi: float =
     return times, means, nb_counts(rng, means, phi)
 
 
+def wandering_stream(days: float, seed: int, base: float, wander: float = 0.3,
+                     hours: float = 3.0):
+    """A seasonal stream whose rate also strays for hours, as real mention streams do:
+    the log of the rate an Ornstein–Uhlenbeck drift of standard deviation ``wander``."""
+    rng = np.random.default_rng(seed)
+    times = T0 + B * np.arange(int(days * DAY / B))
+    keep = math.exp(-B / (hours * 3600.0))
+    drift, d = np.empty(len(times)), 0.0
+    for k in range(len(times)):
+        d = keep * d + math.sqrt(1.0 - keep * keep) * rng.normal(0.0, wander)
+        drift[k] = d
+    means = np.array([daily_mean(t, base) for t in times]) * np.exp(drift - wander**2 / 2)
+    return times, means, nb_counts(rng, means)
+
+
 # -- registry ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("signal", registry.SIGNALS)
@@ -245,6 +260,17 @@ def test_volume_a_fall_is_news_once_over_the_hour_and_a_hiccup_is_not(base, phi)
     assert band.expected == pytest.approx(sum(means[alerts[0] - 11:alerts[0] + 1]), rel=0.15)
     neg = registry.make("negative_volume", bucket=B, warmup=DAY, min_volume=20)
     assert det.falls and isinstance(neg, SeasonalCountDetector) and not neg.falls
+
+
+def test_volume_a_feed_thinned_to_a_tenth_is_news_on_a_wandering_stream():
+    """Where the rate strays for hours, an hour's spread grows with its mean; a day
+    at a tenth of the mentions is still a fall, reported within the hour, once."""
+    times, _means, xs = wandering_stream(12, seed=0, base=100.0)
+    at = int(9 * DAY / B) + int(13 * 3600 / B)
+    xs[at:at + int(DAY / B)] = np.round(xs[at:at + int(DAY / B)] / 10)
+    scores, fell = feed_falls(make_volume(), times, xs)
+    falls = np.flatnonzero((scores >= BALANCED) & fell)
+    assert len(falls) == 1 and 0 <= falls[0] - at < int(3600 / B)
 
 
 def test_volume_low_counts_at_night_do_not_page():
