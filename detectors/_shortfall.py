@@ -148,10 +148,8 @@ class Shortfall(Bank):
         if len(low):
             per = self.periods
             s = slots[low]
-            gated = record_gate(pm[low], z[low], self.rec, s, self.record_cap / per,
-                                self.per_hour, before=self.base[s])
-            # no deficit learnt yet (the first warm hour): nothing to judge a fall against
-            p[low] = np.where(self.rec.values(s) > 0.0, per * gated, 1.0)
+            p[low] = per * record_gate(pm[low], z[low], self.rec, s, self.record_cap / per,
+                                       self.per_hour, before=self.base[s])
         p[p >= self.record_cap] = 1.0
         return p, z
 
