@@ -168,8 +168,8 @@ class Shortfall(Bank):
         began (``base``): a deficit the model makes every night walks the
         records up to it within a few nights, while the fall itself is judged
         against ``base``, so that its first, shallower hours do not raise the
-        bar for its deeper ones (a day at a tenth of a wandering stream was
-        never reported against its own first hour). The
+        bar for its deeper ones (judged against its own first hour, a day at
+        a tenth of a wandering stream was reported once in six). The
         arguments are those :meth:`tail` had, ``summed`` the variance of
         the hour's buckets as if independent, and ``p`` and ``z`` what
         :meth:`tail` returned.
