@@ -79,15 +79,20 @@ class Records(_Hours):
         self._state("past", -math.inf)  # maximum over the closed hours
         self._state("past_n", 0.0)  # values pushed in the closed hours
 
-    def peak(self, slots: Slots) -> FloatArray:
+    def peak(self, slots: Slots, before: FloatArray | None = None) -> FloatArray:
         """Maximum over the window (closed hours and the open one); −inf if empty.
+
+        Where ``before`` (the records when an excursion began) is not NaN,
+        the maximum is taken as at most that: an excursion is judged against
+        the records from before it, not against its own start.
 
         Reads (``peak``, ``values``, ``tail``) see the window as of the last
         :meth:`roll` or push: call ``roll(slots, t)`` before reading at a new
         time ``t``, or the hour that closed with the last push is still in it.
         """
         rows = self._rows(slots)
-        return np.maximum(self.past[rows], self.cur[rows])
+        m = np.maximum(self.past[rows], self.cur[rows])
+        return m if before is None else np.fmin(m, before)  # fmin: NaN leaves m as it is
 
     def values(self, slots: Slots) -> FloatArray:
         """Number of values pushed within the window."""
@@ -143,9 +148,7 @@ class Records(_Hours):
         before an excursion, for judging the excursion itself).
         """
         n = self.values(slots) / per
-        m = self.peak(slots)
-        if cap is not None:
-            m = np.fmin(m, cap)  # fmin: a NaN cap leaves the maximum as it is
+        m = self.peak(slots, cap)
         with np.errstate(invalid="ignore", over="ignore"):
             p = np.minimum(((m + 1.0) / (x + 1.0)) ** alpha / (n + 1.0), 1.0)
         p[n <= 0.0] = 1.0
@@ -353,9 +356,7 @@ def record_gate(p_model: FloatArray, z: FloatArray, rec: Records, slots: Slots, 
     ``N`` counts hours (``per_hour`` values make one): buckets a minute apart
     are not independent chances, and so at rate 1 a five-day record has to
     be beaten by about two standard deviations before ``p`` reaches 1e-3, at
-    any bucket length. Where ``before`` (the records when an excursion
-    began) is not NaN, the record is taken as at most that: an excursion is
-    judged against the records from before it, not against its own start.
+    any bucket length. ``before`` caps the record as :meth:`Records.peak` does.
 
     Examples
     --------
@@ -372,8 +373,7 @@ def record_gate(p_model: FloatArray, z: FloatArray, rec: Records, slots: Slots, 
         return p_model
     n = rec.values(slots) / per_hour
     with np.errstate(invalid="ignore"):
-        peak = rec.peak(slots) if before is None else np.fmin(rec.peak(slots), before)
-        e = np.minimum(rate * (peak - z), 700.0)
+        e = np.minimum(rate * (rec.peak(slots, before) - z), 700.0)
         p_rec = np.minimum(np.exp(e) / (n + 1.0), cap)
     gated = np.maximum(p_rec, p_model)
     return np.where(deep & (n > 0.0), gated, p_model)
