@@ -6,8 +6,9 @@ signal), then scores ``OUT/volume/*.csv`` with ``../shared/tools/nabscore.py``
 at the default (``balanced``) threshold; then the same counts summed to hours
 (another cadence of the same real series). Then measures every detector bank:
 µs per tick for one series, ms per tick for 10,000 series, pickled bytes per
-series, ``extract_terms`` per mention, and one bucket tick of 10,000 series
-with every signal on (terms included).
+series, ``extract_terms`` per mention, one bucket tick of 10,000 series
+with every signal on (terms included), and what ``GET /series`` costs the
+daemon's loop at that many series.
 
 Usage::
 
@@ -37,8 +38,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from daemon import backtest  # noqa: E402
-from daemon.config import Config  # noqa: E402
+from daemon import backtest, logs  # noqa: E402
+from daemon.api import Reply  # noqa: E402
+from daemon.config import Config, DetectionConfig  # noqa: E402
+from daemon.detect import DetectStage  # noqa: E402
+from daemon.domain import Bucket, SeriesKey  # noqa: E402
 from detectors import registry  # noqa: E402
 from detectors.terms import TermDetector, extract_terms  # noqa: E402
 
@@ -240,6 +244,38 @@ def tick_all(banks: dict, terms: TermDetector, stream: dict[str, np.ndarray], w:
     return best * 1e3
 
 
+def listing_cost(n_series: int, bucket: float = 60.0, ticks: int = 30) -> tuple[float, float, int]:
+    """``GET /series`` at ``n_series`` series: (ms listing them, ms encoding the reply, bytes).
+
+    The detect stage is driven as the pipeline drives it, every signal on, for
+    ``ticks`` buckets (the bands of a few ticks' learning cost what a warm
+    bank's do); both steps run on the daemon's loop. Best of three.
+    """
+    rng = np.random.default_rng(3)
+    stage = DetectStage(DetectionConfig())
+    keys = [SeriesKey(f"brand{i}", "twitter") for i in range(n_series)]
+    for k in range(ticks):
+        start = T0 + bucket * k
+        vol = rng.poisson(3.0, n_series).tolist()
+        buckets = []
+        for key, v in zip(keys, vol, strict=True):
+            b = Bucket(key, start, start + bucket, volume=v, negative=v // 4, sentiment_n=v,
+                       sentiment_sum=0.1 * v, max_negative_followers=100 * v)
+            b.terms.update({"order": v, "coffee": v // 2})
+            buckets.append(b)
+        stage.process(buckets)
+    t = T0 + bucket * ticks
+    listed = encoded = math.inf
+    for _ in range(3):
+        start = time.perf_counter()
+        rows = stage.watched(t)
+        mid = time.perf_counter()
+        reply = Reply.json(rows)
+        listed = min(listed, mid - start)
+        encoded = min(encoded, time.perf_counter() - mid)
+    return listed * 1e3, encoded * 1e3, len(reply.body)
+
+
 def run_nab(data: Path, out: Path, thr: float) -> None:
     wall, detect, buckets = replay_nab(data, out)
     print(f"NAB realTweets through the pipeline, balanced threshold {thr!r} (p = {1 - thr:.0e})")
@@ -327,6 +363,10 @@ def main() -> None:
     print(f"\none bucket tick, {n} series, every signal on: {ms:.1f} ms "
           f"({ms / n * 1e3:.1f} µs per series); {kib:.0f} KiB in memory per series "
           f"({kib * n / 1024:.0f} MiB in all)")
+    logs.setup("warning")  # the stage says each new series is warming up, at info
+    listed, encoded, size = listing_cost(n)
+    print(f"GET /series, {n} series: listed in {listed:.0f} ms, encoded in {encoded:.0f} ms "
+          f"({size / 1e6:.1f} MB), on the daemon's loop")
 
 if __name__ == "__main__":
     main()

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import msgspec
 import structlog
 
 from daemon import metrics
@@ -81,8 +82,14 @@ class Reply:
 
     @classmethod
     def json(cls, doc: Any, status: int = 200) -> Reply:
-        """A JSON reply (``ensure_ascii=False``: statements keep their exact characters)."""
-        return cls(status, json.dumps(doc, ensure_ascii=False, indent=1).encode() + b"\n")
+        """A JSON reply, indented for people reading it with curl.
+
+        UTF-8 as it is (statements keep their exact characters), and NaN as
+        null. msgspec, not ``json``: with an indent ``json`` encodes in pure
+        Python, 18 times slower, which at 10,000 series (``GET /series``,
+        5 MB) held the daemon's loop for 0.28 s.
+        """
+        return cls(status, msgspec.json.format(msgspec.json.encode(doc), indent=1) + b"\n")
 
 
 def is_loopback(host: str) -> bool:

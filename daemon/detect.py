@@ -22,7 +22,7 @@ import structlog
 from daemon.config import DetectionConfig
 from daemon.domain import Anomaly, Bucket, SeriesKey, Severity
 from detectors import registry
-from detectors.base import Band, Detector
+from detectors.base import Band, Detector, FloatArray, Slots
 from detectors.terms import TermDetector
 
 log = structlog.get_logger("crisisd.detect")
@@ -64,9 +64,17 @@ def signals_for(bucket: Bucket, enabled: list[str]) -> list[str]:
 NEGATIVE_SIGNALS = frozenset({"reach", "negative_volume", "negative_share", "sentiment"})
 
 
-def _finite(x: float) -> float | None:
-    """A band's value for JSON: rounded, None where the model has none (infinite)."""
-    return round(x, 4) if math.isfinite(x) else None
+def _finite(x: FloatArray) -> list[float | None]:
+    """Bands' values for JSON: rounded, None where the model has none (infinite)."""
+    return [v if math.isfinite(v) else None for v in np.round(x, 4).tolist()]
+
+
+def _states(bank: Detector, t: float, p: float, slots: Slots) -> list[dict[str, Any]]:
+    """Whether each slot is warm, and its band at tail probability ``p`` (``GET /series``)."""
+    band = bank.bands(t, p, slots)
+    return [{"warm": w, "expected": e, "low": lo, "high": hi} for w, e, lo, hi in zip(
+        bank.is_warm(slots).tolist(), _finite(band.expected), _finite(band.low),
+        _finite(band.high), strict=True)]
 
 
 def tone(bucket: Bucket) -> str:
@@ -216,25 +224,24 @@ class DetectStage:
         """
         out = []
         for length, cad in sorted(self.cadences.items()):
-            for key, state in sorted(cad.series.items(), key=lambda kv: str(kv[0])):
-                if not fnmatch.fnmatchcase(key.brand, brand):
-                    continue
-                signals: dict[str, dict[str, Any]] = {}
-                for signal, slot in sorted(state.slots.items()):
-                    bank = cad.banks[signal]
-                    band = bank.band(t, 1.0 - registry.threshold_at(signal, self.threshold,
-                                                                      length), slot)
-                    signals[signal] = {
-                        "warm": bool(bank.is_warm(np.array([slot], np.intp))[0]),
-                        "expected": _finite(band.expected), "low": _finite(band.low),
-                        "high": _finite(band.high)}
-                if state.term_slot is not None and cad.terms is not None:
-                    slot = state.term_slot
-                    signals["terms"] = {
-                        "warm": bool(cad.terms.is_warm(np.array([slot], np.intp))[0]),
-                        "kept": cad.terms.n_terms(slot)}
-                out.append({"series": str(key), "brand": key.brand, "channel": key.channel,
-                            "bucket": length, "signals": signals})
+            rows = sorted(((key, state) for key, state in cad.series.items()
+                           if fnmatch.fnmatchcase(key.brand, brand)), key=lambda kv: str(kv[0]))
+            signals: list[dict[str, dict[str, Any]]] = [{} for _ in rows]
+            for signal, bank in sorted(cad.banks.items()):
+                at = [i for i, (_, state) in enumerate(rows) if signal in state.slots]
+                slots = np.array([rows[i][1].slots[signal] for i in at], np.intp)
+                p = 1.0 - registry.threshold_at(signal, self.threshold, length)
+                for i, state in zip(at, _states(bank, t, p, slots), strict=True):
+                    signals[i][signal] = state
+            if cad.terms is not None:
+                at = [i for i, (_, state) in enumerate(rows) if state.term_slot is not None]
+                slots = np.array([rows[i][1].term_slot for i in at], np.intp)
+                warm = cad.terms.is_warm(slots).tolist()
+                for i, slot, w in zip(at, slots.tolist(), warm, strict=True):
+                    signals[i]["terms"] = {"warm": w, "kept": cad.terms.n_terms(slot)}
+            out.extend({"series": str(key), "brand": key.brand, "channel": key.channel,
+                        "bucket": length, "signals": sig}
+                       for (key, _), sig in zip(rows, signals, strict=True))
         return out
 
     def _bank(self, signal: str, length: float) -> Detector:

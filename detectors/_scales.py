@@ -20,7 +20,7 @@ import numpy.typing as npt
 from detectors._ring import Ring
 from detectors._stats import P_FLOOR, ew_alpha, normal_isf
 from detectors._window import HOUR, Hold, Records, TailRate, record_gate
-from detectors.base import Band, Bank, FloatArray, Slots
+from detectors.base import Band, Bands, Bank, FloatArray, Slots
 
 DAY = 86400.0
 
@@ -187,16 +187,21 @@ class Scales(Bank):
         """
         raise NotImplementedError
 
-    def _spread(self, slot: int, n: float, k: int) -> tuple[float, float]:
-        """(expected level, its standard deviation) for ``n`` mentions over ``k`` buckets."""
+    def _spread(self, slots: Slots, n: FloatArray, k: int) -> tuple[FloatArray, FloatArray]:
+        """(expected level, its standard deviation) of each slot's level of ``n`` mentions
+        over ``k`` buckets."""
         raise NotImplementedError
 
-    def _band(self, slot: int, p: float, n: float, k: int) -> Band:
-        """The central ``1 − 2p`` band of a level of ``n`` mentions over ``k`` buckets."""
-        m, sd = self._spread(slot, n, k)
+    def _bands(self, slots: Slots, p: float, n: FloatArray, k: int) -> Bands:
+        """The central ``1 − 2p`` bands of levels of ``n`` mentions over ``k`` buckets."""
+        m, sd = self._spread(slots, n, k)
         z = normal_isf(p) if p < 0.5 else 0.0
-        return Band(expected=m, low=max(self.lowest, m - z * sd),
-                    high=min(self.highest, m + z * sd))
+        return Bands(expected=m, low=np.maximum(self.lowest, m - z * sd),
+                     high=np.minimum(self.highest, m + z * sd))
+
+    def _band(self, slot: int, p: float, n: float, k: int) -> Band:
+        """One slot's band (:meth:`_bands`) for a level of ``n`` mentions over ``k`` buckets."""
+        return self._bands(np.array([slot], np.intp), p, np.array([n]), k).at(0)
 
     # -- the protocol ---------------------------------------------------------------------
     def is_warm(self, slots: Slots) -> npt.NDArray[np.bool_]:
@@ -308,6 +313,11 @@ class Scales(Bank):
         return np.minimum(p * np.maximum(tested, 1.0), 1.0), pm, z, which
 
     # -- explanation ----------------------------------------------------------------------
+    def bands(self, t: float, p: float, slots: Slots) -> Bands:
+        """Expected levels and their central ``1 − 2p`` bands for buckets of the slots'
+        typical numbers of mentions."""
+        return self._bands(slots, p, np.maximum(self.typ_n[slots], 1.0), 1)
+
     def band(self, t: float, p: float, slot: int = 0, *, n: float | None = None) -> Band:
         """Expected level and its central ``1 − 2p`` band for a bucket of ``n`` mentions
         (by default the slot's typical number)."""

@@ -135,19 +135,20 @@ def nb_dispersion(mean: FloatArray, var: FloatArray, floor: float) -> FloatArray
     return np.maximum((var - mean) / (mean * mean), floor)
 
 
-def nb_quantile(p_upper: float, mean: float, phi: float) -> float:
-    """Approximate upper quantile of a negative binomial (Cornish–Fisher, 1 term).
+def nb_quantile(p_upper: float, mean: FloatArray, phi: FloatArray) -> FloatArray:
+    """Approximate upper quantiles of negative binomials (Cornish–Fisher, 1 term).
 
     Used for explanation bands only, so a fast continuous approximation is
-    enough; clipped at zero.
+    enough; clipped at zero. Elementwise over ``mean`` and ``phi``: the
+    bands of every series are asked for at once.
 
     Examples
     --------
-    >>> 12.0 < nb_quantile(0.001, 5.0, 0.0) < 14.0    # exact: 13
+    >>> 12.0 < float(nb_quantile(0.001, np.float64(5.0), np.float64(0.0))) < 14.0    # exact: 13
     True
     """
     var = mean + phi * mean * mean
-    sd = math.sqrt(max(var, 1e-12))
+    sd = np.sqrt(np.maximum(var, 1e-12))
     z = normal_isf(p_upper)
     skew = (mean + 3.0 * phi * mean * mean + 2.0 * phi * phi * mean ** 3) / (sd ** 3)
-    return max(0.0, mean + sd * (z + (z * z - 1.0) * skew / 6.0))
+    return np.maximum(0.0, mean + sd * (z + (z * z - 1.0) * skew / 6.0))

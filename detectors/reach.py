@@ -9,7 +9,7 @@ import numpy.typing as npt
 
 from detectors._stats import P_FLOOR
 from detectors._window import HOUR, Hold, Records
-from detectors.base import Band, Bank, FloatArray, Slots
+from detectors.base import Bands, Bank, FloatArray, Slots
 
 __all__ = ["ReachDetector"]
 
@@ -158,14 +158,13 @@ class ReachDetector(Bank):
         self.t_first[slots] = np.where(np.isnan(first), t, first)
         self.last_t[slots] = t
 
-    def band(self, t: float, p: float, slot: int = 0) -> Band:
-        """The record so far as the expectation; the audience whose tail probability is ``p``."""
-        s = np.array([slot], np.intp)
-        self.rec.roll(s, t)
-        n = float(self.rec.values(s)[0]) / self.per_hour
-        if n == 0.0:
-            return Band(expected=0.0, low=0.0, high=float(self.min_followers))
-        m = float(self.rec.peak(s)[0])
+    def bands(self, t: float, p: float, slots: Slots) -> Bands:
+        """The records so far as the expectations; the audiences whose tail probability is ``p``."""
+        self.rec.roll(slots, t)
+        n = self.rec.values(slots) / self.per_hour
+        seen = n > 0.0
+        m = np.where(seen, self.rec.peak(slots), 0.0)
         # solve ((m + 1)/(x + 1))^α / (n + 1) = p for x
-        hi = (m + 1.0) * ((n + 1.0) * p) ** (-1.0 / float(self.index(s)[0])) - 1.0
-        return Band(expected=m, low=0.0, high=max(hi, self.min_followers))
+        hi = (m + 1.0) * ((n + 1.0) * p) ** (-1.0 / self.index(slots)) - 1.0
+        high = np.where(seen, np.maximum(hi, self.min_followers), float(self.min_followers))
+        return Bands(expected=m, low=np.zeros_like(m), high=high)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from detectors._scales import Scales
@@ -126,6 +124,6 @@ class SentimentDetector(Scales):
         self.d2[slots] = dd
         self.tau2[slots] = np.maximum(dd - s2 * inv_n, 0.0)
 
-    def _spread(self, slot: int, n: float, k: int) -> tuple[float, float]:
-        tau2 = float(self.tau2[slot]) / min(k, 3)  # as _tail
-        return float(self.m[slot]), math.sqrt(float(self.s2[slot]) / n + tau2)
+    def _spread(self, slots: Slots, n: FloatArray, k: int) -> tuple[FloatArray, FloatArray]:
+        tau2 = self.tau2[slots] / min(k, 3)  # as _tail
+        return self.m[slots], np.sqrt(self.s2[slots] / n + tau2)

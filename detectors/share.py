@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from scipy.special import betainc, gammaln
 
@@ -196,7 +194,7 @@ class ShareDetector(Scales):
         self.q[slots] = q
         self.qv[slots] = q * (1.0 - q)
 
-    def _spread(self, slot: int, n: float, k: int) -> tuple[float, float]:
-        q = float(self.share[slot])
-        per = max(n / k - 1.0, 0.0)  # as _tail: the correlation acts within a bucket
-        return q, math.sqrt(q * (1.0 - q) * (1.0 + per * float(self.rho[slot])) / n)
+    def _spread(self, slots: Slots, n: FloatArray, k: int) -> tuple[FloatArray, FloatArray]:
+        q = self.share[slots]
+        per = np.maximum(n / k - 1.0, 0.0)  # as _tail: the correlation acts within a bucket
+        return q, np.sqrt(q * (1.0 - q) * (1.0 + per * self.rho[slots]) / n)

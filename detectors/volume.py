@@ -18,7 +18,7 @@ from detectors._stats import (
     normal_sf,
 )
 from detectors._window import HOUR, Hold, Records
-from detectors.base import Band, Bank, FloatArray, Slots
+from detectors.base import Band, Bands, Bank, FloatArray, Slots
 
 __all__ = ["RECORD_CAP", "SeasonalCountDetector"]
 
@@ -610,19 +610,18 @@ class SeasonalCountDetector(Bank):
         i, (ev, _, fell) = scored
         if not fell[i]:
             return self.band(t, p, slot)
-        m, v, xs, _ = (float(a[i]) for a in ev.hour)
-        phi = float(nb_dispersion(np.float64(m), np.float64(v), self.min_dispersion))
-        return Band(expected=m, low=min(nb_quantile(1.0 - p, m, phi), m),
-                    high=nb_quantile(p, m, phi), observed=xs, window=self.k * self.bucket)
+        m, v, xs = (a[i : i + 1] for a in ev.hour[:3])
+        phi = nb_dispersion(m, v, self.min_dispersion)
+        return Band(expected=float(m[0]), low=float(min(nb_quantile(1.0 - p, m, phi)[0], m[0])),
+                    high=float(nb_quantile(p, m, phi)[0]), observed=float(xs[0]),
+                    window=self.k * self.bucket)
 
-    def band(self, t: float, p: float, slot: int = 0) -> Band:
-        """A slot's expected count at ``t`` and its central ``1 − 2p`` negative-binomial band."""
-        s = np.array([slot], np.intp)
-        mu_a, phi_a = self._mu_phi(s, self._season(t, s)[0])
-        mu, phi = float(mu_a[0]), float(phi_a[0])
+    def bands(self, t: float, p: float, slots: Slots) -> Bands:
+        """The slots' expected counts at ``t``, central ``1 − 2p`` negative binomial bands."""
+        mu, phi = self._mu_phi(slots, self._season(t, slots)[0])
         hi = nb_quantile(p, mu, phi)
-        lo = 0.0 if p >= 0.5 else max(0.0, 2 * mu - hi)
-        return Band(expected=mu, low=min(lo, mu), high=hi)
+        lo = np.zeros_like(mu) if p >= 0.5 else np.maximum(0.0, 2 * mu - hi)
+        return Bands(expected=mu, low=np.minimum(lo, mu), high=hi)
 
 
 def _nb_tail(x: FloatArray, mu: FloatArray, phi: FloatArray) -> FloatArray:

@@ -94,8 +94,9 @@ def test_reach_bank_gives_each_slot_what_a_bank_of_one_gives():
         assert got.tolist() == want
         alerts += int(np.sum(got >= 0.999))
     assert alerts > 0  # the giants were scored, not only the quiet buckets
+    every = bank.bands(t, 1e-3, np.arange(SERIES)[::-1])  # all at once, in any order
     for s in range(SERIES):
-        assert bank.band(t, 1e-3, slot=s) == alone[s].band(t, 1e-3)
+        assert bank.band(t, 1e-3, slot=s) == alone[s].band(t, 1e-3) == every.at(SERIES - 1 - s)
         assert bool(bank.is_warm(np.array([s]))[0]) == alone[s].warm
 
 

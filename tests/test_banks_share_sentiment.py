@@ -79,6 +79,10 @@ def test_each_slot_scores_as_its_own_bank(kind):
         assert np.array_equal(bank[:, j], one_series(kind, xs[:, j], ns[:, j])), j
     assert np.max(bank[:, -1]) > 0.999  # the storm was scored, through the tail and records
     assert np.any((bank > 0.0) & (bank < 0.5))  # and normal traffic too
+    t = T0 + B * TICKS
+    every = det.bands(t, 1e-3, slots[::-1])  # the bands of all at once, in any order
+    assert [every.at(i) for i in range(len(slots))][::-1] == [det.band(t, 1e-3, s) for s in slots]
+    assert np.all(every.low < every.expected) and np.all(every.expected < every.high)
 
 
 @pytest.mark.parametrize("kind", KINDS)

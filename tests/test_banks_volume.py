@@ -47,6 +47,10 @@ def test_a_bank_scores_each_series_as_it_would_alone():
     for i in range(len(xs)):
         np.testing.assert_array_equal(together[i], alone(times, xs[i]))
     assert np.max(together[0]) >= 0.999  # the storms are caught in the bank too
+    t = float(times[-1]) + B
+    every = bank.bands(t, 1e-3, slots[::-1])  # the bands of all at once, in any order
+    assert [every.at(i) for i in range(len(xs))][::-1] == [bank.band(t, 1e-3, s) for s in slots]
+    assert len(set(every.expected.tolist())) == len(xs)  # each series its own expectation
 
 
 def test_a_series_added_mid_stream_and_a_subset_tick():
