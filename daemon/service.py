@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import pickle
 import signal
 import time
 from pathlib import Path
@@ -112,9 +111,10 @@ class Snapshotter:
         start = time.monotonic()
         try:
             size = snapshots.save(self.path, self.pipeline.detect, self.pipeline.windows)
-        except (OSError, pickle.PicklingError) as exc:
+        except Exception as exc:  # a disk, or a state pickle refuses: the daemon goes on
             self.stats.failed += 1
-            log.error("detector snapshot failed", path=str(self.path), error=str(exc))
+            log.error("detector snapshot failed; the journal keeps what it would have held",
+                      path=str(self.path), error=f"{type(exc).__name__}: {exc}")
             return
         if self.pipeline.journal is not None:
             self.pipeline.journal.reset()

@@ -87,14 +87,19 @@ def save(path: Path, detect: DetectStage, windows: Windows, tmp: Path | None = N
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp or path.with_suffix(".tmp")
-    with tmp.open("wb") as fh:
-        # Streamed to the file, not built as one bytes object first: at 10,000 series
-        # that object was a second 350 MiB, and the save took 2.05 s against 1.3-1.5 s.
-        pickle.dump(payload, fh, protocol=pickle.HIGHEST_PROTOCOL)
-        size = fh.tell()
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with tmp.open("wb") as fh:
+            # Streamed to the file, not built as one bytes object first: at 10,000 series
+            # that object was a second 350 MiB, and the save took 2.05 s against 1.3-1.5 s.
+            pickle.dump(payload, fh, protocol=pickle.HIGHEST_PROTOCOL)
+            size = fh.tell()
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a disk that filled up must not stay filled by the half written
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
     return size
 
 

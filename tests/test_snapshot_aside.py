@@ -146,6 +146,22 @@ async def test_a_failed_snapshot_leaves_the_journal_whole(tmp_path: Path):
     pipeline.close()
 
 
+async def test_a_state_pickle_refuses_fails_the_snapshot_not_the_daemon(tmp_path: Path):
+    """In place (at shutdown, after a recovery) as from the child: counted, logged, no file
+    left half written, and the journal keeps what the snapshot would have held."""
+    pipeline = Pipeline(Config(), SimClock())
+    pipeline.journal = Journal(tmp_path / "journal.bin")
+    await pipeline.feed([_mention(0)])
+    pipeline.detect.cadences[-1.0] = (i for i in ())  # type: ignore[assignment]  # TypeError
+    saver = service.Snapshotter(pipeline, tmp_path / "detectors.snapshot")
+    saver.save()
+    await saver.save_aside(timeout=60)
+    assert (saver.stats.count, saver.stats.failed) == (0, 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["journal.bin"]
+    assert list(pipeline.journal.replay()) == [[_mention(0)]]
+    pipeline.close()
+
+
 async def test_a_journal_holding_only_a_torn_record_is_emptied_at_start(tmp_path: Path):
     """Batches recorded after a torn record would never be replayed: replay stops there."""
     (tmp_path / "journal.bin").write_bytes(b"\x10\x00\x00\x00partial")
