@@ -16,6 +16,7 @@ Usage::
     .venv/bin/python bench/bench_falls.py                    # a day at a tenth
     .venv/bin/python bench/bench_falls.py --factor 1         # no thinned day: false alerts only
     .venv/bin/python bench/bench_falls.py --factor 0.35 --wander 0
+    .venv/bin/python bench/bench_falls.py --factor 1 --utc-offset -5   # brands far from UTC
 """
 
 from __future__ import annotations
@@ -52,12 +53,16 @@ class Tally:
 
 
 def run_one(seed: int, days: int, factor: float, wander: float, bucket: float,
-            tally: Tally) -> None:
-    """One series: generate, score and learn bucket by bucket, and count its alerts."""
+            tally: Tally, utc_offset: float = 0.0) -> None:
+    """One series: generate, score and learn bucket by bucket, and count its alerts.
+
+    The brand's day and week are local at ``utc_offset`` hours; the thinned
+    day is a UTC day either way.
+    """
     traffic = demo.Traffic(peak=(1.0, 10.0, 40.0)[seed % 3],
                            night=(0.15, 0.05, 0.3)[(seed // 3) % 3],
                            weekend=(0.7, 1.0, 0.5)[seed % 3],
-                           shape=(8.0, 3.0, 15.0)[(seed // 3) % 3])
+                           shape=(8.0, 3.0, 15.0)[(seed // 3) % 3], utc_offset=utc_offset)
     rng = np.random.default_rng(seed)
     det = make("volume", bucket=bucket, warmup=DAY, min_volume=20)
     threshold = threshold_for("balanced")
@@ -105,12 +110,16 @@ def main() -> None:
     ap.add_argument("--wander", type=float, default=0.3,
                     help="standard deviation of the log rate's drift (0: the smooth stream)")
     ap.add_argument("--bucket", type=float, default=60.0, help="seconds")
+    ap.add_argument("--utc-offset", type=float, default=0.0, metavar="HOURS",
+                    help="the brands' time zone: their nights and weekends are local there, "
+                         "while the detector's weekly factors are kept per UTC day")
     args = ap.parse_args()
     tally = Tally()
     for seed in range(args.series):
-        run_one(seed, args.days, args.factor, args.wander, args.bucket, tally)
+        run_one(seed, args.days, args.factor, args.wander, args.bucket, tally, args.utc_offset)
     print(f"{args.series} series, {args.days} days of {args.bucket:g} s buckets, "
-          f"drift {args.wander:g}, thinned day at {args.factor:g}")
+          f"drift {args.wander:g}, thinned day at {args.factor:g}, "
+          f"brands at UTC{args.utc_offset:+g}")
     if args.factor != 1.0:
         found = tally.found
         when = (f", {min(found):.0f}–{max(found):.0f} min after midnight "
