@@ -17,11 +17,13 @@ Usage::
     .venv/bin/python bench/bench_falls.py --factor 1         # no thinned day: false alerts only
     .venv/bin/python bench/bench_falls.py --factor 0.35 --wander 0
     .venv/bin/python bench/bench_falls.py --factor 1 --utc-offset -5   # brands far from UTC
+    .venv/bin/python bench/bench_falls.py --factor 1 --utc-offset -5 --clock-change 10
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import statistics
 import sys
@@ -53,16 +55,19 @@ class Tally:
 
 
 def run_one(seed: int, days: int, factor: float, wander: float, bucket: float,
-            tally: Tally, utc_offset: float = 0.0) -> None:
+            tally: Tally, utc_offset: float = 0.0, clock_change: float | None = None) -> None:
     """One series: generate, score and learn bucket by bucket, and count its alerts.
 
-    The brand's day and week are local at ``utc_offset`` hours; the thinned
+    The brand's day and week are local at ``utc_offset`` hours, an hour
+    more from 07:00 UTC on day ``clock_change`` (summer time); the thinned
     day is a UTC day either way.
     """
     traffic = demo.Traffic(peak=(1.0, 10.0, 40.0)[seed % 3],
                            night=(0.15, 0.05, 0.3)[(seed // 3) % 3],
                            weekend=(0.7, 1.0, 0.5)[seed % 3],
                            shape=(8.0, 3.0, 15.0)[(seed // 3) % 3], utc_offset=utc_offset)
+    summer = dataclasses.replace(traffic, utc_offset=utc_offset + 1.0)
+    change = math.inf if clock_change is None else demo.START + clock_change * DAY + 7 * 3600.0
     rng = np.random.default_rng(seed)
     det = make("volume", bucket=bucket, warmup=DAY, min_volume=20)
     threshold = threshold_for("balanced")
@@ -72,7 +77,8 @@ def run_one(seed: int, days: int, factor: float, wander: float, bucket: float,
         t = demo.START + k * bucket
         day = int((t - demo.START) // DAY)
         drift = keep * drift + math.sqrt(1.0 - keep * keep) * rng.normal(0.0, wander)
-        lam = traffic.rate(t + bucket / 2, demo.START) * bucket / 60.0 * math.exp(
+        local = traffic if t < change else summer
+        lam = local.rate(t + bucket / 2, demo.START) * bucket / 60.0 * math.exp(
             drift - wander * wander / 2.0)
         if day == THINNED:
             lam *= factor
@@ -113,13 +119,17 @@ def main() -> None:
     ap.add_argument("--utc-offset", type=float, default=0.0, metavar="HOURS",
                     help="the brands' time zone: their nights and weekends are local there, "
                          "while the detector's weekly factors are kept per UTC day")
+    ap.add_argument("--clock-change", type=float, default=None, metavar="DAY",
+                    help="the brands' clocks go an hour forward at 07:00 UTC on this day")
     args = ap.parse_args()
     tally = Tally()
     for seed in range(args.series):
-        run_one(seed, args.days, args.factor, args.wander, args.bucket, tally, args.utc_offset)
+        run_one(seed, args.days, args.factor, args.wander, args.bucket, tally, args.utc_offset,
+                args.clock_change)
+    change = "" if args.clock_change is None else f", an hour on from day {args.clock_change:g}"
     print(f"{args.series} series, {args.days} days of {args.bucket:g} s buckets, "
           f"drift {args.wander:g}, thinned day at {args.factor:g}, "
-          f"brands at UTC{args.utc_offset:+g}")
+          f"brands at UTC{args.utc_offset:+g}{change}")
     if args.factor != 1.0:
         found = tally.found
         when = (f", {min(found):.0f}–{max(found):.0f} min after midnight "
