@@ -363,7 +363,7 @@ def main() -> None:
     print(f"\none bucket tick, {n} series, every signal on: {ms:.1f} ms "
           f"({ms / n * 1e3:.1f} µs per series); {kib:.0f} KiB in memory per series "
           f"({kib * n / 1024:.0f} MiB in all)")
-    logs.setup("warning")  # the stage says each new series is warming up, at info
+    logs.setup("warning")  # (the stage logs its series warming up at info)
     listed, encoded, size = listing_cost(n)
     print(f"GET /series, {n} series: listed in {listed:.0f} ms, encoded in {encoded:.0f} ms "
           f"({size / 1e6:.1f} MB), on the daemon's loop")

@@ -69,6 +69,23 @@ def _finite(x: FloatArray) -> list[float | None]:
     return [v if math.isfinite(v) else None for v in np.round(x, 4).tolist()]
 
 
+LOGGED_NAMES = 5
+"""Series named in one log line about many (``crisisd series`` lists them all)."""
+
+
+def _named(names: list[str]) -> dict[str, Any]:
+    """Log fields for the series a line is about: how many, and the first few by name.
+
+    A cold start of 10,000 series logged 10,000 "warming up" lines, and
+    50,000 "baseline ready" lines a day later; one line per tick says the
+    same to whoever reads the journal.
+    """
+    fields: dict[str, Any] = {"series": names[:LOGGED_NAMES]}
+    if len(names) > LOGGED_NAMES:
+        fields["series_count"] = len(names)
+    return fields
+
+
 def _states(bank: Detector, t: float, p: float, slots: Slots) -> list[dict[str, Any]]:
     """Whether each slot is warm, and its band at tail probability ``p`` (``GET /series``)."""
     band = bank.bands(t, p, slots)
@@ -299,11 +316,13 @@ class DetectStage:
                 fresh.add()
         return fresh
 
-    def _join(self, cad: Cadence, bucket: Bucket, state: _Series | None) -> _Series:
+    def _join(self, cad: Cadence, bucket: Bucket, state: _Series | None,
+              joined: dict[tuple[str, ...], list[str]]) -> _Series:
         """Give a series a slot in each enabled signal's bank it has none in yet.
 
         A new series gets all of them; a series restored from a snapshot,
-        those of signals enabled since it was taken.
+        those of signals enabled since it was taken. The series is added to
+        ``joined`` under the signals it got, for one log line per tick.
         """
         if state is None:
             state = cad.series[bucket.series] = _Series({}, None)
@@ -321,8 +340,7 @@ class DetectStage:
             state.term_slot = cad.terms.add()
             added.append("terms")
         if added:
-            log.info("detectors warming up", series=str(bucket.series), signals=sorted(added),
-                     warmup_s=self.cfg.warmup)
+            joined.setdefault(tuple(sorted(added)), []).append(str(bucket.series))
         return state
 
     def _plan(self, cad: Cadence, buckets: list[Bucket]) -> _Plan:
@@ -330,7 +348,11 @@ class DetectStage:
         keys = [b.series for b in buckets]
         if cad.plan is not None and cad.plan.keys == keys:
             return cad.plan
-        states = [self._join(cad, b, cad.series.get(b.series)) for b in buckets]
+        joined: dict[tuple[str, ...], list[str]] = {}
+        states = [self._join(cad, b, cad.series.get(b.series), joined) for b in buckets]
+        for signals, names in joined.items():
+            log.info("detectors warming up", **_named(names), signals=list(signals),
+                     warmup_s=self.cfg.warmup)
         rows: dict[str, tuple[np.ndarray | None, np.ndarray]] = {}
         for signal in cad.banks:
             pos = [i for i, st in enumerate(states) if signal in st.slots]
@@ -438,9 +460,9 @@ class DetectStage:
         new = warm & ~ready[slots]
         if np.count_nonzero(new):
             ready[slots[new]] = True
-            for j in np.flatnonzero(new).tolist():
-                k = j if pos is None else int(pos[j])
-                log.info("baseline ready", series=str(buckets[k].series), signal=signal)
+            at = np.flatnonzero(new).tolist()
+            names = [str(buckets[j if pos is None else int(pos[j])].series) for j in at]
+            log.info("baseline ready", **_named(names), signal=signal)
 
     def _beyond(self, signal: str, bank: Detector, slot: int, bucket: Bucket,
                 shown: float, above: float) -> bool:

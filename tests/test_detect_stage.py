@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import structlog.testing
 
 from daemon import snapshots
 from daemon.config import DetectionConfig
@@ -390,3 +391,22 @@ def test_every_preset_holds_a_storm_from_its_own_threshold():
             found = storm_alerts(sensitivity, seed)
             assert [s for _, s in found] == ["low", "high"], (sensitivity, found)
         assert storm_alerts("more", seed)[0][0] < storm_alerts("balanced", seed)[0][0]
+
+
+def test_a_cold_start_of_many_series_logs_a_line_per_tick_not_per_series():
+    keys = [SeriesKey(f"brand{i:02d}", "twitter") for i in range(12)]
+    stage = DetectStage(DetectionConfig(warmup=2 * B, signals=["volume", "sentiment"]))
+    with structlog.testing.capture_logs() as logs:
+        for k in range(4):
+            stage.process([bucket(key, T0 + B * k, B, 20, 2) for key in keys])
+        stage.process([bucket(key, T0 + B * 4, B, 20, 2) for key in keys[:3]]
+                      + [bucket(SeriesKey("latecomer", "x"), T0 + B * 4, B, 20, 2)])
+    warming = [e for e in logs if e["event"] == "detectors warming up"]
+    assert [(e["series_count"], len(e["series"])) for e in warming[:1]] == [(12, 5)]
+    assert warming[0]["series"][0] == "brand00/twitter"
+    assert warming[0]["signals"] == ["sentiment", "volume"]
+    assert warming[1:] == [{"event": "detectors warming up", "log_level": "info",
+                            "series": ["latecomer/x"], "signals": warming[0]["signals"],
+                            "warmup_s": 2 * B}]  # a few series: each named, no count
+    ready = [e for e in logs if e["event"] == "baseline ready" and e["signal"] == "volume"]
+    assert [e["series_count"] for e in ready] == [12]  # every series at once
