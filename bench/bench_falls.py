@@ -18,12 +18,14 @@ Usage::
     .venv/bin/python bench/bench_falls.py --factor 0.35 --wander 0
     .venv/bin/python bench/bench_falls.py --factor 1 --utc-offset -5   # brands far from UTC
     .venv/bin/python bench/bench_falls.py --factor 1 --utc-offset -5 --clock-change 10
+    .venv/bin/python bench/bench_falls.py --factor 0.5 --holiday   # a holiday in the calendar
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime as dt
 import math
 import statistics
 import sys
@@ -55,12 +57,14 @@ class Tally:
 
 
 def run_one(seed: int, days: int, factor: float, wander: float, bucket: float,
-            tally: Tally, utc_offset: float = 0.0, clock_change: float | None = None) -> None:
+            tally: Tally, utc_offset: float = 0.0, clock_change: float | None = None,
+            holiday: bool = False) -> None:
     """One series: generate, score and learn bucket by bucket, and count its alerts.
 
     The brand's day and week are local at ``utc_offset`` hours, an hour
     more from 07:00 UTC on day ``clock_change`` (summer time); the thinned
-    day is a UTC day either way.
+    day is a UTC day either way, and with ``holiday`` a date of the
+    detector's holiday calendar.
     """
     traffic = demo.Traffic(peak=(1.0, 10.0, 40.0)[seed % 3],
                            night=(0.15, 0.05, 0.3)[(seed // 3) % 3],
@@ -69,7 +73,9 @@ def run_one(seed: int, days: int, factor: float, wander: float, bucket: float,
     summer = dataclasses.replace(traffic, utc_offset=utc_offset + 1.0)
     change = math.inf if clock_change is None else demo.START + clock_change * DAY + 7 * 3600.0
     rng = np.random.default_rng(seed)
-    det = make("volume", bucket=bucket, warmup=DAY, min_volume=20)
+    thinned = dt.datetime.fromtimestamp(demo.START + THINNED * DAY, dt.UTC).date()
+    det = make("volume", bucket=bucket, warmup=DAY, min_volume=20,
+               holidays=[thinned] if holiday else [])
     threshold = threshold_for("balanced")
     keep = math.exp(-bucket / (traffic.wander_hours * 3600.0))
     drift, first = 0.0, None
@@ -121,15 +127,18 @@ def main() -> None:
                          "while the detector's weekly factors are kept per UTC day")
     ap.add_argument("--clock-change", type=float, default=None, metavar="DAY",
                     help="the brands' clocks go an hour forward at 07:00 UTC on this day")
+    ap.add_argument("--holiday", action="store_true",
+                    help="the thinned day is a public holiday in the detector's calendar")
     args = ap.parse_args()
     tally = Tally()
     for seed in range(args.series):
         run_one(seed, args.days, args.factor, args.wander, args.bucket, tally, args.utc_offset,
-                args.clock_change)
+                args.clock_change, args.holiday)
     change = "" if args.clock_change is None else f", an hour on from day {args.clock_change:g}"
     print(f"{args.series} series, {args.days} days of {args.bucket:g} s buckets, "
           f"drift {args.wander:g}, thinned day at {args.factor:g}, "
-          f"brands at UTC{args.utc_offset:+g}{change}")
+          f"brands at UTC{args.utc_offset:+g}{change}"
+          f"{', the thinned day a holiday in the calendar' if args.holiday else ''}")
     if args.factor != 1.0:
         found = tally.found
         when = (f", {min(found):.0f}–{max(found):.0f} min after midnight "

@@ -8,6 +8,7 @@ documented environment variables override them.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 from pathlib import Path
@@ -157,6 +158,10 @@ class DetectionConfig(Section):
         20, ge=0, description="buckets below this volume never alert on negative share/sentiment"
     )
     lexicon: Path | None = Field(None, description="crisis lexicon YAML; default: the bundled one")
+    holidays: list[dt.date] = Field(
+        default_factory=list, description="public holidays (YYYY-MM-DD, UTC days): volume "
+        "expects each as a day of its own instead of its weekday, learnt from the holidays "
+        "before it (the first from the quietest weekday)")
     snapshot_interval: Duration = Field(
         300.0, description="save detector state this often (and at shutdown)"
     )

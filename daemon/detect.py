@@ -264,7 +264,8 @@ class DetectStage:
     def _bank(self, signal: str, length: float) -> Detector:
         """A new bank for ``signal`` at bucket ``length``, as the configuration asks."""
         return registry.make(signal, bucket=length, warmup=self.cfg.warmup,
-                             min_volume=self.cfg.min_volume, threshold=self.threshold)
+                             min_volume=self.cfg.min_volume, threshold=self.threshold,
+                             holidays=self.cfg.holidays)
 
     def _terms(self, length: float) -> TermDetector:
         """A new term detector at bucket ``length``, with the configured lexicon."""

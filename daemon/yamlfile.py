@@ -84,6 +84,20 @@ def _walk(node: yaml.Node, path: PathKey, located: Located) -> None:
             _walk(item, (*path, index), located)
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, with a date that does not exist an error at its position."""
+
+    def construct_yaml_timestamp(self, node: yaml.ScalarNode) -> Any:
+        try:
+            return super().construct_yaml_timestamp(node)
+        except ValueError as exc:  # 2026-13-01 matches YAML's date pattern, then fails
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{node.value!r} is not a date ({exc})", node.start_mark) from exc
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_timestamp)
+
+
 def load(path: str | Path, text: str | None = None) -> Located:
     """Parse a YAML file, raising ``FileProblems`` with the position of a syntax error."""
     name = str(path)
@@ -93,8 +107,8 @@ def load(path: str | Path, text: str | None = None) -> Located:
         except OSError as exc:
             raise FileProblems([Problem(name, 1, 1, f"cannot read file: {exc.strerror}")]) from exc
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=_Loader)
+        data = yaml.load(text, Loader=_Loader)  # (a safe loader: _Loader is SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)

@@ -154,6 +154,11 @@ class Bank:
     LEARNT: tuple[str, ...] = ()
     #: Per-series arrays whose width grows with the data (not part of the schema).
     GROWN: tuple[str, ...] = ()
+    #: Per-series arrays added since this VERSION's first release, whose fill means
+    #: "nothing learnt yet" to the code that reads them: a snapshot taken before them
+    #: is taken over with them at their fill (not part of the schema), so an upgrade
+    #: that only adds such an array does not restart the bank cold.
+    ADDED: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         self.state_version = type(self).VERSION  # pickled with the state: the snapshot's own
@@ -205,7 +210,7 @@ class Bank:
         arrays = tuple(sorted(
             (name, getattr(self, name).dtype.str,
              getattr(self, name).ndim if name in self.GROWN else getattr(self, name).shape[1:])
-            for name in self._fills))
+            for name in self._fills if name not in self.ADDED))
         learnt = tuple(name for name in self.LEARNT if name in self.__dict__)
         version = self.__dict__.get("state_version", 1)
         parts = tuple(p.schema() for p in self._parts)
@@ -220,8 +225,13 @@ class Bank:
         takes the learnt state, so the new settings apply and nothing is
         relearnt.
         """
-        for name in (*self._fills, "size", "_capacity", *self.LEARNT):
-            setattr(self, name, getattr(old, name))
+        for name in ("size", "_capacity", *self.LEARNT, *self._fills):
+            if name in self.ADDED and name not in old.__dict__:  # saved before it was added
+                mine = getattr(self, name)
+                value = np.full((old._capacity, *mine.shape[1:]), self._fills[name], mine.dtype)
+            else:
+                value = getattr(old, name)
+            setattr(self, name, value)
         self._all_of = None
         for part, was in zip(self._parts, old._parts, strict=True):
             part.take_state(was)

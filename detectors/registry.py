@@ -18,7 +18,9 @@ Examples
 
 from __future__ import annotations
 
+import datetime as dt
 import math
+from collections.abc import Iterable
 from typing import Literal
 
 from detectors.base import Detector
@@ -56,7 +58,7 @@ COUNT_PERIOD = 300.0
 
 
 def make(signal: str, *, bucket: float, warmup: float, min_volume: int,
-         threshold: float = THRESHOLDS["balanced"]) -> Detector:
+         threshold: float = THRESHOLDS["balanced"], holidays: Iterable[dt.date] = ()) -> Detector:
     """Build the detector for one signal of one series.
 
     Parameters
@@ -83,6 +85,9 @@ def make(signal: str, *, bucket: float, warmup: float, min_volume: int,
         from the tail probability that alerts: a storm alerts once, and a
         storm of counts, shares or sentiment again as it reaches each of its
         severity tiers.
+    holidays
+        Public holidays (UTC dates) the count signals expect as days of their
+        own (see :class:`detectors.volume.SeasonalCountDetector`).
     """
     p = 1.0 - threshold_at(signal, threshold, bucket)
     # an excursion is held from its first alert on: held from a lower p, a storm that
@@ -91,7 +96,7 @@ def make(signal: str, *, bucket: float, warmup: float, min_volume: int,
     common = {"bucket": bucket, "warmup": warmup, "hold_p": p}
     tiers = tuple(p / f for f in (HIGH_FACTOR, CRITICAL_FACTOR))
     if signal in COUNTS:
-        counts = {**common, "escalate": tiers,
+        counts = {**common, "escalate": tiers, "holidays": holidays,
                   "record_cap": _spend(RECORD_CAP, _periods(signal, bucket))}
         if signal == "volume":
             return SeasonalCountDetector(**counts, falls=True)

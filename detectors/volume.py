@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
+from collections.abc import Iterable
 from typing import NamedTuple
 
 import numpy as np
@@ -30,6 +32,10 @@ RECORD_CAP = 1e-2
 #: silence is taken for the feed's, not the series' own (one in a billion).
 GAP_SURPRISE = -math.log(1e-9)
 WEEK_OFFSET_DAYS = 3  # 1970-01-01 was a Thursday: (days + 3) % 7 == 0 on Mondays
+HOLIDAY = 7  # the day of the week a date of the calendar's holidays counts as
+#: Weight, in days of buckets, of the prior a series' first holiday starts from
+#: (its quietest weekday): its own buckets outweigh it within the day.
+HOLIDAY_PRIOR_DAYS = 0.25
 
 
 class _Evaluation(NamedTuple):
@@ -191,6 +197,15 @@ class SeasonalCountDetector(Bank):
     falls
         Score falls as well as rises (``volume``: a feed gone quiet is worth
         knowing of; negative mentions falling is not).
+    holidays
+        Dates (UTC days, as the weekly factors are kept) that are public
+        holidays for these series. A holiday is a day of its own, with a
+        factor learnt like a weekday's: the first starts from the series'
+        quietest weekday (weighing a quarter of a day of buckets) and its own
+        buckets take over within the day, later ones start from what the
+        holidays before taught. Without it a quiet holiday is a day far
+        below its weekday: reported as a fall, and learnt as a drop of the
+        level that the next day has to undo.
 
     Examples
     --------
@@ -211,6 +226,8 @@ class SeasonalCountDetector(Bank):
     >>> round(det.band(t, 0.001).expected)
     20
     """
+
+    ADDED = ("hol", "hol_w")  # (the holidays came after version 1: see Bank.ADDED)
 
     def __init__(
         self,
@@ -237,8 +254,11 @@ class SeasonalCountDetector(Bank):
         min_count: float = 0.0,
         share_gate: bool = False,
         falls: bool = False,
+        holidays: Iterable[dt.date] = (),
     ) -> None:
         super().__init__()
+        epoch = dt.date(1970, 1, 1)
+        self.holidays = frozenset((d - epoch).days for d in holidays)
         self.bucket = float(bucket)
         self.min_count = min_count
         self.share_gate = share_gate
@@ -281,6 +301,8 @@ class SeasonalCountDetector(Bank):
         self._state("prof_w", 0.0, (self.slots,))  # visits so far (for 1/n start-up)
         self._state("week", 1.0, (7,))
         self._state("week_w", 0.0, (7,))
+        self._state("hol", math.nan)  # the holidays' factor (NaN: no holiday learnt yet)
+        self._state("hol_w", 0.0)
         self._state("d_num", 0.0)  # EW Σ ((x − μ)² − x)
         self._state("d_den", 0.0)  # EW Σ μ²
         self._state("fast", 0.0)
@@ -302,20 +324,28 @@ class SeasonalCountDetector(Bank):
 
     # -- seasonal model ----------------------------------------------------
     def _position(self, t: float) -> tuple[int, int, float, int]:
-        """Profile knots around ``t``, the interpolation weight, and the weekday."""
+        """Profile knots around ``t``, the interpolation weight, and the weekday
+        (``HOLIDAY`` on a date of the calendar)."""
         h = (t % DAY) * self.slots / DAY - 0.5
         i = math.floor(h)
         f = h - i
         i %= self.slots
-        return i, (i + 1) % self.slots, f, (int(t // DAY) + WEEK_OFFSET_DAYS) % 7
+        date = int(t // DAY)
+        day = HOLIDAY if date in self.holidays else (date + WEEK_OFFSET_DAYS) % 7
+        return i, (i + 1) % self.slots, f, day
 
     def _season(self, t: float, slots: Slots) -> tuple[FloatArray, FloatArray]:
         """Seasonal factor at ``t`` and its weekday part, per slot."""
         i, j, f, day = self._position(t)
         prof, rows = self.prof, self._rows(slots)
         d = np.maximum((1.0 - f) * prof[rows, i] + f * prof[rows, j], 0.02)
-        w = np.maximum(self.week[rows, day], 0.1)
+        w = np.maximum(self._holiday(rows) if day == HOLIDAY else self.week[rows, day], 0.1)
         return d * w, w
+
+    def _holiday(self, rows: Slots | slice) -> FloatArray:
+        """The holidays' factor; the quietest weekday's before the first holiday."""
+        hol = self.hol[rows]
+        return np.where(np.isnan(hol), self.week[rows].min(axis=1), hol)
 
     def _mu_phi(self, slots: Slots, season: FloatArray) -> tuple[FloatArray, FloatArray]:
         # the sums start at 0 together: a tiny addend turns 0/0 into 0 (cheaper than where)
@@ -587,10 +617,25 @@ class SeasonalCountDetector(Bank):
             ws = rows if weekly == len(slots) else slots[week]
             if weekly < len(slots):
                 target = target[week]
-            v = self.week_w[ws, day] + 1.0
-            self.week_w[ws, day] = v
-            a = np.maximum(self.a_week, 1.0 / v)
-            self.week[ws, day] += a * (target - self.week[ws, day])
+            if day == HOLIDAY:
+                self._learn_holiday(ws, target)
+            else:
+                v = self.week_w[ws, day] + 1.0
+                self.week_w[ws, day] = v
+                a = np.maximum(self.a_week, 1.0 / v)
+                self.week[ws, day] += a * (target - self.week[ws, day])
+
+    def _learn_holiday(self, rows: Slots | slice, target: FloatArray) -> None:
+        """The holidays' factor, as a weekday's, from the quietest weekday at the first."""
+        hol, v = self.hol[rows], self.hol_w[rows]
+        first = np.isnan(hol)
+        if np.count_nonzero(first):
+            hol[first] = self.week[rows].min(axis=1)[first]
+            v[first] = HOLIDAY_PRIOR_DAYS * DAY / self.bucket
+        v = v + 1.0
+        a = np.maximum(self.a_week, 1.0 / v)
+        self.hol[rows] = hol + a * (target - hol)
+        self.hol_w[rows] = v
 
     def _normalise(self, slots: Slots) -> None:
         m = self.prof[slots].mean(axis=1)
@@ -599,6 +644,7 @@ class SeasonalCountDetector(Bank):
         wm = self.week[slots].mean(axis=1)
         wm = np.where(wm > 0.0, wm, 1.0)
         self.week[slots] /= wm[:, None]
+        self.hol[slots] /= wm
         self.lvl_num[slots] *= m * wm
 
     def evidence(self, t: float, p: float, slot: int = 0) -> Band:

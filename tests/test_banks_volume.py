@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import pickle
 
 import numpy as np
 
+from detectors import registry
 from detectors.volume import SeasonalCountDetector
 
 B = 300.0
@@ -92,3 +94,72 @@ def test_pickled_bank_scores_on_identically_and_stays_small():
     # bounded: five days of hourly maxima at two scales, the hold, the profile
     assert len(pickle.dumps(bank)) / len(xs) < 8_000
     assert clone.add() == len(xs)  # a restored bank keeps growing
+
+
+def _pre_holiday_snapshot(bank: SeasonalCountDetector) -> SeasonalCountDetector:
+    """``bank`` pickled as a version without the holidays' arrays saved it."""
+    old = pickle.loads(pickle.dumps(bank))
+    for name in SeasonalCountDetector.ADDED:
+        delattr(old, name)
+        del old._fills[name]
+    return old
+
+
+def test_a_snapshot_from_before_the_holidays_is_taken_over_warm():
+    times, xs = streams(3, 3.0, seed=4)
+    bank = SeasonalCountDetector(bucket=B, warmup=DAY)
+    slots = np.array([bank.add() for _ in range(len(xs))], np.intp)
+    ones = np.ones(len(xs))
+    half = len(times) // 2
+    for k in range(half):
+        bank.score(float(times[k]), slots, xs[:, k], ones)
+        bank.learn(float(times[k]), slots, xs[:, k], ones)
+    old = _pre_holiday_snapshot(bank)
+    later = dt.date(2030, 1, 1)  # a holiday the rest of the stream does not reach
+    fresh = SeasonalCountDetector(bucket=B, warmup=DAY, holidays=[later])
+    assert fresh.schema() == old.schema()
+    fresh.take_state(old)
+    assert np.isnan(fresh.hol[: fresh.size]).all() and fresh.warm
+    for k in range(half, len(times)):
+        a = bank.score(float(times[k]), slots, xs[:, k], ones)
+        np.testing.assert_array_equal(fresh.score(float(times[k]), slots, xs[:, k], ones), a)
+        bank.learn(float(times[k]), slots, xs[:, k], ones)
+        fresh.learn(float(times[k]), slots, xs[:, k], ones)
+    assert fresh.add() == len(xs)
+
+
+def test_a_holiday_in_the_calendar_is_a_day_of_its_own_not_a_fall():
+    """A Thursday at 30 % of a Thursday's mentions, twice: without the calendar
+    each is a fall, with it the first starts from the quietest weekday and the
+    second from what the first taught, and the level is not dragged down."""
+    rng = np.random.default_rng(3)
+    times = T0 + B * np.arange(int(30 * DAY / B))
+    dates = (times // DAY).astype(int)
+    first, second = dates[0] + 15, dates[0] + 22  # two Thursdays (T0 is a Wednesday)
+    assert ((np.array([first, second]) + 3) % 7 == 3).all()
+    h = (times % DAY) / 3600.0
+    mean = 30.0 * (1.0 + 0.7 * np.sin(2 * np.pi * (h - 9.0) / 24.0)) + 1.0
+    mean *= np.where((dates + 3) % 7 >= 5, 0.6, 1.0)  # weekends
+    holiday = (dates == first) | (dates == second)
+    xs = rng.poisson(mean * np.where(holiday, 0.3, 1.0)).astype(float)
+    calendar = [dt.date(1970, 1, 1) + dt.timedelta(days=int(d)) for d in (first, second)]
+    threshold = registry.threshold_for("balanced")
+    falls: dict[bool, list[int]] = {}
+    noon: dict[bool, list[float]] = {}
+    for known in (False, True):
+        det = registry.make("volume", bucket=B, warmup=DAY, min_volume=20,
+                            holidays=calendar if known else [])
+        falls[known], noon[known] = [], []
+        for t, d, x in zip(times, dates, xs, strict=True):
+            t = float(t)
+            if t % DAY == 12 * 3600 and d in (first - 7, first, first + 1, second):
+                noon[known].append(det.expected(t))
+            if det.score_one(t, x) >= threshold and x < det.expected(t) and d in (first, second):
+                falls[known].append(d)
+            det.learn_one(t, x)
+    assert first in falls[False] and second in falls[False]
+    assert second not in falls[True]
+    weekday, hol1, after, hol2 = noon[True]
+    assert 0.32 < hol1 / weekday < 0.55  # the first: from the weekend's 0.6 to its own 0.3
+    assert 0.25 < hol2 / weekday < 0.4  # the second: what the first taught
+    assert after / weekday > 0.85 > noon[False][2] / noon[False][0]  # the level kept

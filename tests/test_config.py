@@ -53,3 +53,14 @@ def test_validate_command_exits_1_and_prints_locations(tmp_path, capsys):
 def test_shipped_config_and_playbooks_validate(capsys):
     assert cli.main(["validate", "-c", "config.yaml"]) == 0
     assert "ok" in capsys.readouterr().out
+
+
+def test_holidays_are_dates_and_a_date_that_does_not_exist_is_located(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("detection:\n  holidays: [2026-12-25, '2027-01-01']\n")
+    assert [d.isoformat() for d in config.load(path).detection.holidays] == [
+        "2026-12-25", "2027-01-01"]
+    [found] = problems(tmp_path, "detection:\n  holidays:\n    - 2026-12-25\n    - 2026-13-01\n")
+    assert "config.yaml:4:7: invalid YAML: '2026-13-01' is not a date" in found
+    [found] = problems(tmp_path, "detection:\n  holidays: [christmas]\n")
+    assert "config.yaml:2:14: detection.holidays.0:" in found and "date" in found
