@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import pickle
 from collections import Counter
 from pathlib import Path
@@ -410,3 +411,18 @@ def test_a_cold_start_of_many_series_logs_a_line_per_tick_not_per_series():
                             "warmup_s": 2 * B}]  # a few series: each named, no count
     ready = [e for e in logs if e["event"] == "baseline ready" and e["signal"] == "volume"]
     assert [e["series_count"] for e in ready] == [12]  # every series at once
+
+
+def test_the_holidays_of_the_configuration_reach_the_counts_also_after_a_restart(tmp_path: Path):
+    christmas = dt.date(2026, 12, 25)
+    before = DetectStage(DetectionConfig(warmup=DAY / 2))
+    run(before, [A, N], range(3), {A: counts(3, 4), N: counts(3, 5), M: counts(3, 6)})
+    assert not before.cadences[B].banks["volume"].holidays
+    path = tmp_path / "detectors.snapshot"
+    snapshots.save(path, before, Windows(60.0, 0.0, str.split))
+    after = DetectStage(DetectionConfig(warmup=DAY / 2, holidays=[christmas]))
+    assert snapshots.load(path, after, Windows(60.0, 0.0, str.split))
+    day = (christmas - dt.date(1970, 1, 1)).days
+    banks = after.cadences[B].banks
+    assert banks["volume"].holidays == banks["negative_volume"].holidays == {day}
+    assert banks["volume"].n[:2].tolist() == [3.0, 3.0]  # resumed warm, not cold
