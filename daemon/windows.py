@@ -11,12 +11,15 @@ ends before the others of its replay is over, not quiet for as long as they
 go on; NAB's files span 2011 to 2015).
 
 Buckets are aligned to the epoch for mention series. A metric series that
-states its own spacing (a CSV file) is aligned to its first timestamp instead,
-and a point goes to the bucket whose start is nearest its timestamp, so each
-upstream point is one bucket even when the timestamps jitter (a sensor's
-row three minutes after the last, in a file of five-minute rows, is the next
-bucket's, not a second value in the last one's); the bucket keeps the
-point's own timestamp in ``stamps``.
+states its own spacing (a CSV file) is aligned to the first timestamp of the
+first such series of that spacing instead, and a point goes to the bucket
+whose start is nearest its timestamp, so each upstream point is one bucket
+even when the timestamps jitter (a sensor's row three minutes after the last,
+in a file of five-minute rows, is the next bucket's, not a second value in
+the last one's); the bucket keeps the point's own timestamp in ``stamps``.
+Files of one spacing thus share bucket ends, and their buckets are scored
+together as one tick: with a grid of its own each, every file ticked alone,
+and ten files whose rows were seconds apart replayed five times slower.
 """
 
 from __future__ import annotations
@@ -86,6 +89,7 @@ class Windows:
         self.max_series = max_series
         self._extract = extract_terms
         self._series: dict[SeriesKey, _Series] = {}
+        self._phases: dict[float, float] = {}  # own spacing -> the offset its series share
         self.max_event_time = -math.inf
         self.watermark = -math.inf
         self.stats = WindowStats()
@@ -104,8 +108,12 @@ class Windows:
                 self._refuse(key)
                 return None
             length = interval or self.bucket
-            offset = ts % length if interval else 0.0
-            start = offset + math.floor((ts - offset) / length) * length
+            if interval:  # the nearest bucket of the spacing's grid, as _bucket takes it
+                offset = self._phases.setdefault(length, ts % length)
+                start = offset + round((ts - offset) / length) * length
+            else:
+                offset = 0.0
+                start = math.floor(ts / length) * length
             state = _Series(key, length, offset, start, aggregated=aggregated,
                             own_spacing=interval is not None)
             self._series[key] = state
@@ -272,6 +280,7 @@ class Windows:
         """
         dropped = sum(len(s.open) for s in self._series.values())
         self._series = {}
+        self._phases = {}
         self.max_event_time = -math.inf
         self.watermark = -math.inf
         return dropped
@@ -297,6 +306,10 @@ class Windows:
         changed = [k for k, s in series.items() if not s.own_spacing and s.length != self.bucket]
         old = [series.pop(key).length for key in changed]
         self._series = series
+        self._phases = {}
+        for s in series.values():
+            if s.own_spacing:
+                self._phases.setdefault(s.length, s.offset)
         self.max_event_time = state["max_event_time"]  # type: ignore[assignment]
         self.watermark = state["watermark"]  # type: ignore[assignment]
         return old

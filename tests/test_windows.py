@@ -129,3 +129,25 @@ def test_redelivered_mentions_count_once():
     w.add(mention(20, id_="other"))
     [b] = w.advance(60)
     assert b.volume == 2 and w.stats.duplicates == 2
+
+
+def test_files_of_one_spacing_share_bucket_ends_and_keep_their_rows_timestamps():
+    """Rows seconds apart across files close together (one tick for all of them,
+    not one per file); each bucket still carries its own row's timestamp."""
+    w = windows(lateness=0)
+    for i in range(3):
+        for brand, skew in (("A", 0), ("B", 17), ("C", 160)):
+            w.add(MetricPoint(ts=1000 + 300 * i + skew, brand=brand, channel="", volume=i,
+                              interval=300))
+        w.add(MetricPoint(ts=5 + 600 * i, brand="D", channel="", volume=i, interval=600))
+    closed = w.advance() + w.flush()
+    by = {k: [b for b in closed if b.series.brand == k] for k in "ABCD"}
+    assert [b.end for b in by["A"]] == [b.end for b in by["B"]] == [1300, 1600, 1900]
+    assert [b.stamps for b in by["B"]] == [[1017], [1317], [1617]]
+    assert [b.end for b in by["C"]] == [1600, 1900, 2200]  # nearer the next bucket's start
+    assert [b.stamps for b in by["C"]] == [[1160], [1460], [1760]]
+    assert [b.end for b in by["D"]] == [605, 1205, 1805]  # another spacing: its own grid
+    restarted = windows(lateness=0)
+    restarted.restore(w.snapshot())
+    restarted.add(MetricPoint(ts=2213, brand="E", channel="", volume=1, interval=300))
+    assert [b.end for b in restarted.flush()] == [2500]
