@@ -75,56 +75,51 @@ def test_a_series_added_mid_stream_and_a_subset_tick():
     np.testing.assert_array_equal(scores, alone(times[late_start:], xs[1, late_start:]))
 
 
-def test_pickled_bank_scores_on_identically_and_stays_small():
-    times, xs = streams(4, 3.0, seed=2)
+def halfway(times: np.ndarray, xs: np.ndarray) -> tuple[SeasonalCountDetector, np.ndarray, int]:
+    """A bank of the series that has learnt the first half of their buckets; its slots."""
     bank = SeasonalCountDetector(bucket=B, warmup=DAY)
     slots = np.array([bank.add() for _ in range(len(xs))], np.intp)
-    ones = np.ones(len(xs))
     half = len(times) // 2
     for k in range(half):
-        bank.score(float(times[k]), slots, xs[:, k], ones)
-        bank.learn(float(times[k]), slots, xs[:, k], ones)
-    clone = pickle.loads(pickle.dumps(bank))
-    for k in range(half, len(times)):
+        bank.score(float(times[k]), slots, xs[:, k], np.ones(len(xs)))
+        bank.learn(float(times[k]), slots, xs[:, k], np.ones(len(xs)))
+    return bank, slots, half
+
+
+def go_on_alike(bank: SeasonalCountDetector, other: SeasonalCountDetector, times: np.ndarray,
+                xs: np.ndarray, slots: np.ndarray, start: int) -> None:
+    """Both banks score the rest of the buckets identically."""
+    ones = np.ones(len(xs))
+    for k in range(start, len(times)):
         a = bank.score(float(times[k]), slots, xs[:, k], ones)
-        b = clone.score(float(times[k]), slots, xs[:, k], ones)
-        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(other.score(float(times[k]), slots, xs[:, k], ones), a)
         bank.learn(float(times[k]), slots, xs[:, k], ones)
-        clone.learn(float(times[k]), slots, xs[:, k], ones)
+        other.learn(float(times[k]), slots, xs[:, k], ones)
+
+
+def test_pickled_bank_scores_on_identically_and_stays_small():
+    times, xs = streams(4, 3.0, seed=2)
+    bank, slots, half = halfway(times, xs)
+    clone = pickle.loads(pickle.dumps(bank))
+    go_on_alike(bank, clone, times, xs, slots, half)
     # bounded: five days of hourly maxima at two scales, the hold, the profile
     assert len(pickle.dumps(bank)) / len(xs) < 8_000
     assert clone.add() == len(xs)  # a restored bank keeps growing
 
 
-def _pre_holiday_snapshot(bank: SeasonalCountDetector) -> SeasonalCountDetector:
-    """``bank`` pickled as a version without the holidays' arrays saved it."""
-    old = pickle.loads(pickle.dumps(bank))
-    for name in SeasonalCountDetector.ADDED:
-        delattr(old, name)
-        del old._fills[name]
-    return old
-
-
 def test_a_snapshot_from_before_the_holidays_is_taken_over_warm():
     times, xs = streams(3, 3.0, seed=4)
-    bank = SeasonalCountDetector(bucket=B, warmup=DAY)
-    slots = np.array([bank.add() for _ in range(len(xs))], np.intp)
-    ones = np.ones(len(xs))
-    half = len(times) // 2
-    for k in range(half):
-        bank.score(float(times[k]), slots, xs[:, k], ones)
-        bank.learn(float(times[k]), slots, xs[:, k], ones)
-    old = _pre_holiday_snapshot(bank)
+    bank, slots, half = halfway(times, xs)
+    old = pickle.loads(pickle.dumps(bank))
+    for name in SeasonalCountDetector.ADDED:  # as a version without them pickled it
+        delattr(old, name)
+        del old._fills[name]
     later = dt.date(2030, 1, 1)  # a holiday the rest of the stream does not reach
     fresh = SeasonalCountDetector(bucket=B, warmup=DAY, holidays=[later])
     assert fresh.schema() == old.schema()
     fresh.take_state(old)
     assert np.isnan(fresh.hol[: fresh.size]).all() and fresh.warm
-    for k in range(half, len(times)):
-        a = bank.score(float(times[k]), slots, xs[:, k], ones)
-        np.testing.assert_array_equal(fresh.score(float(times[k]), slots, xs[:, k], ones), a)
-        bank.learn(float(times[k]), slots, xs[:, k], ones)
-        fresh.learn(float(times[k]), slots, xs[:, k], ones)
+    go_on_alike(bank, fresh, times, xs, slots, half)
     assert fresh.add() == len(xs)
 
 
