@@ -162,6 +162,9 @@ class DetectionConfig(Section):
         default_factory=list, description="public holidays (YYYY-MM-DD, UTC days): volume "
         "expects each as a day of its own instead of its weekday, learnt from the holidays "
         "before it (the first from the quietest weekday)")
+    holidays_by_brand: dict[str, list[dt.date]] = Field(
+        default_factory=dict, description="more holidays for the brands a glob matches "
+        "(another market's: 'acme-us*': [2026-11-26]), besides those of every brand")
     snapshot_interval: Duration = Field(
         300.0, description="save detector state this often (and at shutdown)"
     )

@@ -9,6 +9,7 @@ is warm and its calibrated score crosses the configured threshold.
 
 from __future__ import annotations
 
+import datetime as dt
 import fnmatch
 import heapq
 import math
@@ -24,6 +25,7 @@ from daemon.domain import Anomaly, Bucket, SeriesKey, Severity
 from detectors import registry
 from detectors.base import Band, Detector, FloatArray, Slots
 from detectors.terms import TermDetector
+from detectors.volume import SeasonalCountDetector
 
 log = structlog.get_logger("crisisd.detect")
 
@@ -267,6 +269,23 @@ class DetectStage:
                              min_volume=self.cfg.min_volume, threshold=self.threshold,
                              holidays=self.cfg.holidays)
 
+    def _observe_holidays(self, cad: Cadence, series: list[tuple[str, _Series]]) -> None:
+        """Give the series' count slots the holidays of their brand's globs
+        (``holidays_by_brand``) besides every brand's, at once per set of dates."""
+        globs = self.cfg.holidays_by_brand
+        by_dates: dict[tuple[dt.date, ...], dict[str, list[int]]] = {}
+        for brand, state in series:
+            dates = tuple(sorted({d for glob, ds in globs.items()
+                                  if fnmatch.fnmatchcase(brand, glob) for d in ds}))
+            slots = by_dates.setdefault(dates, {})
+            for signal in registry.COUNTS & state.slots.keys():
+                slots.setdefault(signal, []).append(state.slots[signal])
+        for dates, slots in by_dates.items():
+            for signal, at in slots.items():
+                bank = cad.banks[signal]
+                if isinstance(bank, SeasonalCountDetector):
+                    bank.observe_holidays(np.array(at, np.intp), dates)
+
     def _terms(self, length: float) -> TermDetector:
         """A new term detector at bucket ``length``, with the configured lexicon."""
         return TermDetector(bucket=length, warmup=self.cfg.warmup, lexicon=self.cfg.lexicon,
@@ -300,6 +319,8 @@ class DetectStage:
                                                  cold)
             if cad.terms is not None:
                 cad.terms = self._resume(self._terms(length), cad.terms, "terms", cad, cold)
+            # (the snapshot's calendars were its configuration's: every slot gets this one's)
+            self._observe_holidays(cad, [(key.brand, st) for key, st in cad.series.items()])
             cad.ready = {s: r for s, r in cad.ready.items() if s in enabled}
             cad.plan = None
             self.cadences[length] = cad
@@ -335,6 +356,8 @@ class DetectStage:
                     bank = cad.banks[signal] = self._bank(signal, cad.length)
                 state.slots[signal] = bank.add()
                 added.append(signal)
+        if self.cfg.holidays_by_brand and any(s in registry.COUNTS for s in added):
+            self._observe_holidays(cad, [(bucket.series.brand, state)])
         if "terms" in self.cfg.signals and not bucket.aggregated and state.term_slot is None:
             if cad.terms is None:
                 cad.terms = self._terms(cad.length)

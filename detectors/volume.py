@@ -32,7 +32,6 @@ RECORD_CAP = 1e-2
 #: silence is taken for the feed's, not the series' own (one in a billion).
 GAP_SURPRISE = -math.log(1e-9)
 WEEK_OFFSET_DAYS = 3  # 1970-01-01 was a Thursday: (days + 3) % 7 == 0 on Mondays
-HOLIDAY = 7  # the day of the week a date of the calendar's holidays counts as
 #: Weight, in days of buckets, of the prior a series' first holiday starts from
 #: (its quietest weekday): its own buckets outweigh it within the day.
 HOLIDAY_PRIOR_DAYS = 0.25
@@ -205,7 +204,8 @@ class SeasonalCountDetector(Bank):
         buckets take over within the day, later ones start from what the
         holidays before taught. Without it a quiet holiday is a day far
         below its weekday: reported as a fall, and learnt as a drop of the
-        level that the next day has to undo.
+        level that the next day has to undo. Series of other markets add
+        their own (:meth:`observe_holidays`).
 
     Examples
     --------
@@ -227,7 +227,7 @@ class SeasonalCountDetector(Bank):
     20
     """
 
-    ADDED = ("hol", "hol_w")  # (the holidays came after version 1: see Bank.ADDED)
+    ADDED = ("hol", "hol_w", "cal")  # (the holidays came after version 1: see Bank.ADDED)
 
     def __init__(
         self,
@@ -257,8 +257,8 @@ class SeasonalCountDetector(Bank):
         holidays: Iterable[dt.date] = (),
     ) -> None:
         super().__init__()
-        epoch = dt.date(1970, 1, 1)
-        self.holidays = frozenset((d - epoch).days for d in holidays)
+        self.holidays = _days(holidays)
+        self._calendars = [self.holidays]  # the slots' calendars: every slot's holidays, and more
         self.bucket = float(bucket)
         self.min_count = min_count
         self.share_gate = share_gate
@@ -303,6 +303,7 @@ class SeasonalCountDetector(Bank):
         self._state("week_w", 0.0, (7,))
         self._state("hol", math.nan)  # the holidays' factor (NaN: no holiday learnt yet)
         self._state("hol_w", 0.0)
+        self._state("cal", 0, dtype=np.int32)  # the slot's calendar (0: the bank's holidays)
         self._state("d_num", 0.0)  # EW Σ ((x − μ)² − x)
         self._state("d_den", 0.0)  # EW Σ μ²
         self._state("fast", 0.0)
@@ -324,22 +325,44 @@ class SeasonalCountDetector(Bank):
 
     # -- seasonal model ----------------------------------------------------
     def _position(self, t: float) -> tuple[int, int, float, int]:
-        """Profile knots around ``t``, the interpolation weight, and the weekday
-        (``HOLIDAY`` on a date of the calendar)."""
+        """Profile knots around ``t``, the interpolation weight, and the weekday."""
         h = (t % DAY) * self.slots / DAY - 0.5
         i = math.floor(h)
         f = h - i
         i %= self.slots
+        return i, (i + 1) % self.slots, f, (int(t // DAY) + WEEK_OFFSET_DAYS) % 7
+
+    def observe_holidays(self, slots: Slots, dates: Iterable[dt.date]) -> None:
+        """Give ``slots`` these holidays besides the bank's own (a brand's market's);
+        none: the bank's alone. A setting, as the bank's are: given again after a
+        restart."""
+        days = self.holidays | _days(dates)
+        if days not in self._calendars:
+            self._calendars.append(days)
+        self.cal[slots] = self._calendars.index(days)
+
+    def _on_holiday(self, t: float, rows: Slots | slice) -> bool | np.ndarray:
+        """Whether ``t`` is a holiday of each slot: one answer when it is for all or none."""
         date = int(t // DAY)
-        day = HOLIDAY if date in self.holidays else (date + WEEK_OFFSET_DAYS) % 7
-        return i, (i + 1) % self.slots, f, day
+        marks = [date in days for days in self._calendars]
+        if not any(marks):
+            return False
+        if all(marks):
+            return True
+        return np.array(marks)[self.cal[rows]]
 
     def _season(self, t: float, slots: Slots) -> tuple[FloatArray, FloatArray]:
-        """Seasonal factor at ``t`` and its weekday part, per slot."""
+        """Seasonal factor at ``t`` and its weekday (or holiday) part, per slot."""
         i, j, f, day = self._position(t)
         prof, rows = self.prof, self._rows(slots)
         d = np.maximum((1.0 - f) * prof[rows, i] + f * prof[rows, j], 0.02)
-        w = np.maximum(self._holiday(rows) if day == HOLIDAY else self.week[rows, day], 0.1)
+        w = self.week[rows, day]
+        holiday = self._on_holiday(t, rows)
+        if holiday is True:
+            w = self._holiday(rows)
+        elif holiday is not False:
+            w = np.where(holiday, self._holiday(rows), w)
+        w = np.maximum(w, 0.1)
         return d * w, w
 
     def _holiday(self, rows: Slots | slice) -> FloatArray:
@@ -617,13 +640,18 @@ class SeasonalCountDetector(Bank):
             ws = rows if weekly == len(slots) else slots[week]
             if weekly < len(slots):
                 target = target[week]
-            if day == HOLIDAY:
+            holiday = self._on_holiday(t, ws)
+            if holiday is True:
                 self._learn_holiday(ws, target)
-            else:
-                v = self.week_w[ws, day] + 1.0
-                self.week_w[ws, day] = v
-                a = np.maximum(self.a_week, 1.0 / v)
-                self.week[ws, day] += a * (target - self.week[ws, day])
+                return
+            if holiday is not False:  # some slots' holiday: those learn it, the rest the weekday
+                ws = slots[week] if weekly < len(slots) else slots
+                self._learn_holiday(ws[holiday], target[holiday])
+                ws, target = ws[~holiday], target[~holiday]
+            v = self.week_w[ws, day] + 1.0
+            self.week_w[ws, day] = v
+            a = np.maximum(self.a_week, 1.0 / v)
+            self.week[ws, day] += a * (target - self.week[ws, day])
 
     def _learn_holiday(self, rows: Slots | slice, target: FloatArray) -> None:
         """The holidays' factor, as a weekday's, from the quietest weekday at the first."""
@@ -668,6 +696,12 @@ class SeasonalCountDetector(Bank):
         hi = nb_quantile(p, mu, phi)
         lo = np.zeros_like(mu) if p >= 0.5 else np.maximum(0.0, 2 * mu - hi)
         return Bands(expected=mu, low=np.minimum(lo, mu), high=hi)
+
+
+def _days(dates: Iterable[dt.date]) -> frozenset[int]:
+    """Dates as days since the epoch, as ``t // DAY`` counts them."""
+    epoch = dt.date(1970, 1, 1)
+    return frozenset((d - epoch).days for d in dates)
 
 
 def _nb_tail(x: FloatArray, mu: FloatArray, phi: FloatArray) -> FloatArray:

@@ -28,8 +28,8 @@ def streams(n_series: int, days: float, seed: int = 0) -> tuple[np.ndarray, np.n
     return times, xs
 
 
-def alone(times: np.ndarray, xs: np.ndarray) -> np.ndarray:
-    det = SeasonalCountDetector(bucket=B, warmup=DAY)
+def alone(times: np.ndarray, xs: np.ndarray, holidays: list[dt.date] | None = None) -> np.ndarray:
+    det = SeasonalCountDetector(bucket=B, warmup=DAY, holidays=holidays or [])
     out = np.empty(len(xs))
     for k, (t, x) in enumerate(zip(times, xs, strict=True)):
         out[k] = det.score_one(float(t), float(x))
@@ -158,3 +158,21 @@ def test_a_holiday_in_the_calendar_is_a_day_of_its_own_not_a_fall():
     assert 0.32 < hol1 / weekday < 0.55  # the first: from the weekend's 0.6 to its own 0.3
     assert 0.25 < hol2 / weekday < 0.4  # the second: what the first taught
     assert after / weekday > 0.85 > noon[False][2] / noon[False][0]  # the level kept
+
+
+def test_series_of_other_markets_in_one_bank_score_as_alone_with_their_own_holidays():
+    times, xs = streams(3, 9.0, seed=5)
+    off = dt.date(1970, 1, 1) + dt.timedelta(days=int(times[0] // DAY) + 8)
+    day8 = slice(int(8 * DAY / B), int(9 * DAY / B))
+    xs[1:, day8] = np.floor(xs[1:, day8] / 3)  # the markets of series 1 and 2 are off on day 8
+    bank = SeasonalCountDetector(bucket=B, warmup=DAY)
+    slots = np.array([bank.add() for _ in range(len(xs))], np.intp)
+    bank.observe_holidays(slots[1:2], [off])  # series 2's market is not in the calendar
+    ones = np.ones(len(xs))
+    scores = np.empty_like(xs)
+    for k, t in enumerate(times):
+        scores[:, k] = bank.score(float(t), slots, xs[:, k], ones)
+        bank.learn(float(t), slots, xs[:, k], ones)
+    for i in range(len(xs)):
+        np.testing.assert_array_equal(scores[i], alone(times, xs[i], [off] if i == 1 else None))
+    assert bank.hol[1] < 0.5 and np.isnan(bank.hol[[0, 2]]).all()

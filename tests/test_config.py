@@ -64,3 +64,9 @@ def test_holidays_are_dates_and_a_date_that_does_not_exist_is_located(tmp_path):
     assert "config.yaml:4:7: invalid YAML: '2026-13-01' is not a date" in found
     [found] = problems(tmp_path, "detection:\n  holidays: [christmas]\n")
     assert "config.yaml:2:14: detection.holidays.0:" in found and "date" in found
+    path.write_text("detection:\n  holidays_by_brand:\n    'acme-us*': [2026-11-26]\n")
+    by_brand = config.load(path).detection.holidays_by_brand
+    assert {k: [d.isoformat() for d in v] for k, v in by_brand.items()} == {
+        "acme-us*": ["2026-11-26"]}
+    [found] = problems(tmp_path, "detection:\n  holidays_by_brand:\n    acme: [thanksgiving]\n")
+    assert "config.yaml:3:12: detection.holidays_by_brand.acme.0:" in found

@@ -414,15 +414,22 @@ def test_a_cold_start_of_many_series_logs_a_line_per_tick_not_per_series():
 
 
 def test_the_holidays_of_the_configuration_reach_the_counts_also_after_a_restart(tmp_path: Path):
-    christmas = dt.date(2026, 12, 25)
-    before = DetectStage(DetectionConfig(warmup=DAY / 2))
+    christmas, thanksgiving = dt.date(2026, 12, 25), dt.date(2026, 11, 26)
+    at = {d: (d - dt.date(1970, 1, 1)).days * DAY + 3600.0 for d in (christmas, thanksgiving)}
+    before = DetectStage(DetectionConfig(warmup=DAY / 2,
+                                         holidays_by_brand={"acme*": [thanksgiving]}))
     run(before, [A, N], range(3), {A: counts(3, 4), N: counts(3, 5), M: counts(3, 6)})
-    assert not before.cadences[B].banks["volume"].holidays
+    slots = np.arange(2)  # acme's, northwind's
+    for signal in ("volume", "negative_volume"):
+        bank = before.cadences[B].banks[signal]
+        assert bank._on_holiday(at[thanksgiving], slots).tolist() == [True, False]
+        assert bank._on_holiday(at[christmas], slots) is False
     path = tmp_path / "detectors.snapshot"
     snapshots.save(path, before, Windows(60.0, 0.0, str.split))
     after = DetectStage(DetectionConfig(warmup=DAY / 2, holidays=[christmas]))
     assert snapshots.load(path, after, Windows(60.0, 0.0, str.split))
-    day = (christmas - dt.date(1970, 1, 1)).days
-    banks = after.cadences[B].banks
-    assert banks["volume"].holidays == banks["negative_volume"].holidays == {day}
-    assert banks["volume"].n[:2].tolist() == [3.0, 3.0]  # resumed warm, not cold
+    for signal in ("volume", "negative_volume"):  # acme's own are gone, everyone's apply
+        bank = after.cadences[B].banks[signal]
+        assert bank._on_holiday(at[thanksgiving], slots) is False
+        assert bank._on_holiday(at[christmas], slots) is True
+    assert after.cadences[B].banks["volume"].n[:2].tolist() == [3.0, 3.0]  # resumed warm
