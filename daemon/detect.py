@@ -269,7 +269,7 @@ class DetectStage:
                              min_volume=self.cfg.min_volume, threshold=self.threshold,
                              holidays=self.cfg.holidays)
 
-    def _observe_holidays(self, cad: Cadence, series: list[tuple[str, _Series]]) -> None:
+    def _use_holidays(self, cad: Cadence, series: list[tuple[str, _Series]]) -> None:
         """Give the series' count slots the holidays of their brand's globs
         (``holidays_by_brand``) besides every brand's, at once per set of dates."""
         globs = self.cfg.holidays_by_brand
@@ -284,7 +284,7 @@ class DetectStage:
             for signal, at in slots.items():
                 bank = cad.banks[signal]
                 if isinstance(bank, SeasonalCountDetector):
-                    bank.observe_holidays(np.array(at, np.intp), dates)
+                    bank.use_holidays(np.array(at, np.intp), dates)
 
     def _terms(self, length: float) -> TermDetector:
         """A new term detector at bucket ``length``, with the configured lexicon."""
@@ -320,7 +320,7 @@ class DetectStage:
             if cad.terms is not None:
                 cad.terms = self._resume(self._terms(length), cad.terms, "terms", cad, cold)
             # (the snapshot's calendars were its configuration's: every slot gets this one's)
-            self._observe_holidays(cad, [(key.brand, st) for key, st in cad.series.items()])
+            self._use_holidays(cad, [(key.brand, st) for key, st in cad.series.items()])
             cad.ready = {s: r for s, r in cad.ready.items() if s in enabled}
             cad.plan = None
             self.cadences[length] = cad
@@ -357,7 +357,7 @@ class DetectStage:
                 state.slots[signal] = bank.add()
                 added.append(signal)
         if self.cfg.holidays_by_brand and any(s in registry.COUNTS for s in added):
-            self._observe_holidays(cad, [(bucket.series.brand, state)])
+            self._use_holidays(cad, [(bucket.series.brand, state)])
         if "terms" in self.cfg.signals and not bucket.aggregated and state.term_slot is None:
             if cad.terms is None:
                 cad.terms = self._terms(cad.length)

@@ -205,7 +205,7 @@ class SeasonalCountDetector(Bank):
         holidays before taught. Without it a quiet holiday is a day far
         below its weekday: reported as a fall, and learnt as a drop of the
         level that the next day has to undo. Series of other markets add
-        their own (:meth:`observe_holidays`).
+        their own (:meth:`use_holidays`).
 
     Examples
     --------
@@ -332,10 +332,10 @@ class SeasonalCountDetector(Bank):
         i %= self.slots
         return i, (i + 1) % self.slots, f, (int(t // DAY) + WEEK_OFFSET_DAYS) % 7
 
-    def observe_holidays(self, slots: Slots, dates: Iterable[dt.date]) -> None:
-        """Give ``slots`` these holidays besides the bank's own (a brand's market's);
-        none: the bank's alone. A setting, as the bank's are: given again after a
-        restart."""
+    def use_holidays(self, slots: Slots, dates: Iterable[dt.date]) -> None:
+        """Let ``slots`` keep these holidays besides the bank's own (a brand's
+        market's); none: the bank's alone. A setting, as the bank's are: the
+        caller gives it again after a restart."""
         days = self.holidays | _days(dates)
         if days not in self._calendars:
             self._calendars.append(days)
@@ -641,17 +641,17 @@ class SeasonalCountDetector(Bank):
             if weekly < len(slots):
                 target = target[week]
             holiday = self._on_holiday(t, ws)
-            if holiday is True:
-                self._learn_holiday(ws, target)
-                return
-            if holiday is not False:  # some slots' holiday: those learn it, the rest the weekday
+            if holiday is not False and holiday is not True:  # some slots' holiday, not all
                 ws = slots[week] if weekly < len(slots) else slots
                 self._learn_holiday(ws[holiday], target[holiday])
                 ws, target = ws[~holiday], target[~holiday]
-            v = self.week_w[ws, day] + 1.0
-            self.week_w[ws, day] = v
-            a = np.maximum(self.a_week, 1.0 / v)
-            self.week[ws, day] += a * (target - self.week[ws, day])
+            if holiday is True:
+                self._learn_holiday(ws, target)
+            else:
+                v = self.week_w[ws, day] + 1.0
+                self.week_w[ws, day] = v
+                a = np.maximum(self.a_week, 1.0 / v)
+                self.week[ws, day] += a * (target - self.week[ws, day])
 
     def _learn_holiday(self, rows: Slots | slice, target: FloatArray) -> None:
         """The holidays' factor, as a weekday's, from the quietest weekday at the first."""

@@ -167,7 +167,7 @@ def test_series_of_other_markets_in_one_bank_score_as_alone_with_their_own_holid
     xs[1:, day8] = np.floor(xs[1:, day8] / 3)  # the markets of series 1 and 2 are off on day 8
     bank = SeasonalCountDetector(bucket=B, warmup=DAY)
     slots = np.array([bank.add() for _ in range(len(xs))], np.intp)
-    bank.observe_holidays(slots[1:2], [off])  # series 2's market is not in the calendar
+    bank.use_holidays(slots[1:2], [off])  # series 2's market is not in the calendar
     ones = np.ones(len(xs))
     scores = np.empty_like(xs)
     for k, t in enumerate(times):
