@@ -37,15 +37,22 @@ def alone(times: np.ndarray, xs: np.ndarray, holidays: list[dt.date] | None = No
     return out
 
 
+def scored_together(bank: SeasonalCountDetector, slots: np.ndarray, times: np.ndarray,
+                    xs: np.ndarray) -> np.ndarray:
+    """The bank's score of every series' every bucket, learning each tick."""
+    ones = np.ones(len(xs))
+    scores = np.empty_like(xs)
+    for k, t in enumerate(times):
+        scores[:, k] = bank.score(float(t), slots, xs[:, k], ones)
+        bank.learn(float(t), slots, xs[:, k], ones)
+    return scores
+
+
 def test_a_bank_scores_each_series_as_it_would_alone():
     times, xs = streams(5, 3.5)
     bank = SeasonalCountDetector(bucket=B, warmup=DAY)
     slots = np.array([bank.add() for _ in range(len(xs))], np.intp)
-    ones = np.ones(len(xs))
-    together = np.empty_like(xs)
-    for k, t in enumerate(times):
-        together[:, k] = bank.score(float(t), slots, xs[:, k], ones)
-        bank.learn(float(t), slots, xs[:, k], ones)
+    together = scored_together(bank, slots, times, xs)
     for i in range(len(xs)):
         np.testing.assert_array_equal(together[i], alone(times, xs[i]))
     assert np.max(together[0]) >= 0.999  # the storms are caught in the bank too
@@ -168,11 +175,7 @@ def test_series_of_other_markets_in_one_bank_score_as_alone_with_their_own_holid
     bank = SeasonalCountDetector(bucket=B, warmup=DAY)
     slots = np.array([bank.add() for _ in range(len(xs))], np.intp)
     bank.use_holidays(slots[1:2], [off])  # series 2's market is not in the calendar
-    ones = np.ones(len(xs))
-    scores = np.empty_like(xs)
-    for k, t in enumerate(times):
-        scores[:, k] = bank.score(float(t), slots, xs[:, k], ones)
-        bank.learn(float(t), slots, xs[:, k], ones)
+    scores = scored_together(bank, slots, times, xs)
     for i in range(len(xs)):
         np.testing.assert_array_equal(scores[i], alone(times, xs[i], [off] if i == 1 else None))
     assert bank.hol[1] < 0.5 and np.isnan(bank.hol[[0, 2]]).all()
