@@ -356,8 +356,6 @@ class DetectStage:
                     bank = cad.banks[signal] = self._bank(signal, cad.length)
                 state.slots[signal] = bank.add()
                 added.append(signal)
-        if self.cfg.holidays_by_brand and any(s in registry.COUNTS for s in added):
-            self._use_holidays(cad, [(bucket.series.brand, state)])
         if "terms" in self.cfg.signals and not bucket.aggregated and state.term_slot is None:
             if cad.terms is None:
                 cad.terms = self._terms(cad.length)
@@ -377,6 +375,11 @@ class DetectStage:
         for signals, names in joined.items():
             log.info("detectors warming up", **_named(names), signals=list(signals),
                      warmup_s=self.cfg.warmup)
+        if joined and self.cfg.holidays_by_brand:
+            new = {name for names in joined.values() for name in names}
+            self._use_holidays(cad, [(b.series.brand, st) for b, st in zip(buckets, states,
+                                                                           strict=True)
+                                     if str(b.series) in new])
         rows: dict[str, tuple[np.ndarray | None, np.ndarray]] = {}
         for signal in cad.banks:
             pos = [i for i, st in enumerate(states) if signal in st.slots]
