@@ -19,6 +19,7 @@ Usage::
     .venv/bin/python bench/bench_falls.py --factor 1 --utc-offset -5   # brands far from UTC
     .venv/bin/python bench/bench_falls.py --factor 1 --utc-offset -5 --clock-change 10
     .venv/bin/python bench/bench_falls.py --factor 0.5 --holiday   # a holiday in the calendar
+    .venv/bin/python bench/bench_falls.py --day 9    # in the second week, a weekday's first
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class Tally:
 
 def run_one(seed: int, days: int, factor: float, wander: float, bucket: float,
             tally: Tally, utc_offset: float = 0.0, clock_change: float | None = None,
-            holiday: bool = False) -> None:
+            holiday: bool = False, thinned_day: int = THINNED) -> None:
     """One series: generate, score and learn bucket by bucket, and count its alerts.
 
     The brand's day and week are local at ``utc_offset`` hours, an hour
@@ -73,7 +74,7 @@ def run_one(seed: int, days: int, factor: float, wander: float, bucket: float,
     summer = dataclasses.replace(traffic, utc_offset=utc_offset + 1.0)
     change = math.inf if clock_change is None else demo.START + clock_change * DAY + 7 * 3600.0
     rng = np.random.default_rng(seed)
-    thinned = dt.datetime.fromtimestamp(demo.START + THINNED * DAY, dt.UTC).date()
+    thinned = dt.datetime.fromtimestamp(demo.START + thinned_day * DAY, dt.UTC).date()
     det = make("volume", bucket=bucket, warmup=DAY, min_volume=20,
                holidays=[thinned] if holiday else [])
     threshold = threshold_for("balanced")
@@ -86,7 +87,7 @@ def run_one(seed: int, days: int, factor: float, wander: float, bucket: float,
         local = traffic if t < change else summer
         lam = local.rate(t + bucket / 2, demo.START) * bucket / 60.0 * math.exp(
             drift - wander * wander / 2.0)
-        if day == THINNED:
+        if day == thinned_day:
             lam *= factor
         x = float(rng.poisson(rng.gamma(traffic.shape, lam / traffic.shape)))
         end = t + bucket
@@ -95,9 +96,9 @@ def run_one(seed: int, days: int, factor: float, wander: float, bucket: float,
         det.learn_one(end, x)
         if score < threshold or day < 2:
             continue
-        if factor != 1.0 and day in (THINNED, THINNED + 1):
-            if x < expected and day == THINNED and first is None:
-                first = (t - demo.START - THINNED * DAY) / 60.0
+        if factor != 1.0 and day in (thinned_day, thinned_day + 1):
+            if x < expected and day == thinned_day and first is None:
+                first = (t - demo.START - thinned_day * DAY) / 60.0
             elif x >= expected:
                 tally.rises_then += 1
         elif x < expected:
@@ -127,17 +128,20 @@ def main() -> None:
                          "while the detector's weekly factors are kept per UTC day")
     ap.add_argument("--clock-change", type=float, default=None, metavar="DAY",
                     help="the brands' clocks go an hour forward at 07:00 UTC on this day")
+    ap.add_argument("--day", type=int, default=THINNED,
+                    help="the thinned day, from 0 (a Monday); 9 is the first Wednesday the "
+                         "detector has weekly factors for")
     ap.add_argument("--holiday", action="store_true",
                     help="the thinned day is a public holiday in the detector's calendar")
     args = ap.parse_args()
     tally = Tally()
     for seed in range(args.series):
         run_one(seed, args.days, args.factor, args.wander, args.bucket, tally, args.utc_offset,
-                args.clock_change, args.holiday)
+                args.clock_change, args.holiday, args.day)
     change = "" if args.clock_change is None else f", an hour on from day {args.clock_change:g}"
     print(f"{args.series} series, {args.days} days of {args.bucket:g} s buckets, "
           f"drift {args.wander:g}, thinned day at {args.factor:g}, "
-          f"brands at UTC{args.utc_offset:+g}{change}"
+          f"brands at UTC{args.utc_offset:+g}{change}, thinned day {args.day}"
           f"{', the thinned day a holiday in the calendar' if args.holiday else ''}")
     if args.factor != 1.0:
         found = tally.found
