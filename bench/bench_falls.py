@@ -139,10 +139,11 @@ def main() -> None:
         run_one(seed, args.days, args.factor, args.wander, args.bucket, tally, args.utc_offset,
                 args.clock_change, args.holiday, args.day)
     change = "" if args.clock_change is None else f", an hour on from day {args.clock_change:g}"
+    thinned = "no thinned day" if args.factor == 1.0 else (
+        f"day {args.day} thinned to {args.factor:g}"
+        f"{' (a holiday in the calendar)' if args.holiday else ''}")
     print(f"{args.series} series, {args.days} days of {args.bucket:g} s buckets, "
-          f"drift {args.wander:g}, thinned day at {args.factor:g}, "
-          f"brands at UTC{args.utc_offset:+g}{change}, thinned day {args.day}"
-          f"{', the thinned day a holiday in the calendar' if args.holiday else ''}")
+          f"drift {args.wander:g}, {thinned}, brands at UTC{args.utc_offset:+g}{change}")
     if args.factor != 1.0:
         found = tally.found
         when = (f", {min(found):.0f}–{max(found):.0f} min after midnight "
